@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/l3ha/l3ha/internal/agent"
+	"github.com/l3ha/l3ha/internal/agentapi"
+)
+
+// agentOptions are the flags of `l3ha agent`.
+type agentOptions struct {
+	host      string
+	server    string
+	token     string
+	tokenFile string
+	stateDir  string
+	dataplane string
+	agentMode string
+	localIP   string
+}
+
+// agentFlagNames are the flags that can also come from L3HA_<NAME> variables.
+var agentFlagNames = []string{
+	"host", "server", "agent-token", "agent-token-file", "state-dir", "dataplane", "agent-mode", "local-ip",
+}
+
+// newAgentCommand returns `l3ha agent`, which runs the node agent. Client
+// subcommands (such as `l3ha agent list`) may be added to it.
+func newAgentCommand() *cobra.Command {
+	var o agentOptions
+	host, _ := os.Hostname()
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the node agent: routers, networks and HA for this host",
+		Long: `Run the l3ha node agent. It registers this host with the server, heartbeats,
+long-polls the desired state of the routers and networks bound to the host,
+converges the data plane onto it, and reports HA (VRRP) transitions.
+
+Every flag can also be given as an environment variable L3HA_<FLAG>, upper
+case with underscores (for example L3HA_AGENT_TOKEN); a flag wins over the
+variable.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runAgentCommand(cmd, &o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.host, "host", host, "name of this host as the server knows it")
+	f.StringVar(&o.server, "server", "http://127.0.0.1:9696", "URL of the l3ha server")
+	f.StringVar(&o.token, "agent-token", "", "shared agent token")
+	f.StringVar(&o.tokenFile, "agent-token-file", "", "file holding the shared agent token")
+	f.StringVar(&o.stateDir, "state-dir", "/var/lib/l3ha", "directory for the agent's state (ha_confs/<router_id>/state, ...)")
+	f.StringVar(&o.dataplane, "dataplane", "linux", "data plane: linux (namespaces, bridges, VRRP) or fake (touches nothing; for tests and simulations)")
+	f.StringVar(&o.agentMode, "agent-mode", agentapi.ModeLegacy, "agent mode: legacy or dvr_snat")
+	f.StringVar(&o.localIP, "local-ip", "", "this node's underlay address for VXLAN tunnels")
+	return cmd
+}
+
+// envName is the environment variable of a flag: L3HA_AGENT_TOKEN for
+// agent-token.
+func envName(flag string) string {
+	return "L3HA_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+func runAgentCommand(cmd *cobra.Command, o *agentOptions) error {
+	fromFlag := map[string]bool{}
+	for _, name := range agentFlagNames {
+		fromFlag[name] = cmd.Flags().Changed(name)
+		if fromFlag[name] {
+			continue
+		}
+		if v, ok := os.LookupEnv(envName(name)); ok {
+			if err := cmd.Flags().Set(name, v); err != nil {
+				return fmt.Errorf("%s: %w", envName(name), err)
+			}
+		}
+	}
+	token, err := agentToken(o, fromFlag)
+	if err != nil {
+		return err
+	}
+	if o.host == "" {
+		return errors.New("no host name: give --host")
+	}
+	u, err := url.Parse(o.server)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("--server %q is not an http(s) URL", o.server)
+	}
+	switch o.agentMode {
+	case agentapi.ModeLegacy, agentapi.ModeDVRSNAT:
+	default:
+		return fmt.Errorf("--agent-mode %q: want %s or %s", o.agentMode, agentapi.ModeLegacy, agentapi.ModeDVRSNAT)
+	}
+	if o.localIP != "" {
+		if _, err := netip.ParseAddr(o.localIP); err != nil {
+			return fmt.Errorf("--local-ip: %w", err)
+		}
+	}
+	var dp agent.Dataplane
+	switch o.dataplane {
+	case "fake":
+		dp = agent.NewFakeDataplane()
+	case "linux":
+		cmd.SilenceUsage = true
+		return errors.New("the linux data plane is not built yet; use --dataplane fake")
+	default:
+		return fmt.Errorf("--dataplane %q: want linux or fake", o.dataplane)
+	}
+	cmd.SilenceUsage = true // from here on, errors are not about usage
+
+	parent := cmd.Context()
+	if parent == nil {
+		parent = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
+	logger.Info("starting l3ha agent", "host", o.host, "dataplane", o.dataplane, "state_dir", o.stateDir)
+	return agent.Run(ctx, agent.Config{
+		Host:       o.host,
+		ServerURL:  o.server,
+		AgentToken: token,
+		StateDir:   o.stateDir,
+		AgentMode:  o.agentMode,
+		LocalIP:    o.localIP,
+	}, dp, logger)
+}
+
+// agentToken picks the token from --agent-token or --agent-token-file (or
+// their variables); a flag wins over a variable, and giving both at the same
+// level is an error.
+func agentToken(o *agentOptions, fromFlag map[string]bool) (string, error) {
+	useToken, useFile := o.token != "", o.tokenFile != ""
+	if useToken && useFile {
+		switch {
+		case fromFlag["agent-token"] && !fromFlag["agent-token-file"]:
+			useFile = false
+		case fromFlag["agent-token-file"] && !fromFlag["agent-token"]:
+			useToken = false
+		default:
+			return "", errors.New("give the agent token once: --agent-token or --agent-token-file (or L3HA_AGENT_TOKEN or L3HA_AGENT_TOKEN_FILE), not both")
+		}
+	}
+	switch {
+	case useToken:
+		return o.token, nil
+	case useFile:
+		b, err := os.ReadFile(o.tokenFile)
+		if err != nil {
+			return "", fmt.Errorf("reading the agent token: %w", err)
+		}
+		tok := strings.TrimSpace(string(b))
+		if tok == "" {
+			return "", fmt.Errorf("agent token file %s is empty", o.tokenFile)
+		}
+		return tok, nil
+	}
+	return "", errors.New("no agent token: give --agent-token, --agent-token-file, L3HA_AGENT_TOKEN or L3HA_AGENT_TOKEN_FILE")
+}

@@ -1,0 +1,209 @@
+// Package agent is the l3ha node agent: it registers with the server,
+// heartbeats, long-polls its desired state and converges the data plane onto
+// it, and reports HA transitions to the server in batches.
+//
+// The agent never stops the data plane because the server is unreachable: VRRP
+// keeps failing routers over on its own, and the agent keeps every transition
+// until the server takes it.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/l3ha/l3ha/internal/agentapi"
+)
+
+// Config configures Run. Zero durations take the defaults named beside them.
+type Config struct {
+	// Host is the name the agent registers under; the server binds routers to it.
+	Host string
+	// ServerURL is the base URL of the server's agent endpoint, e.g.
+	// http://127.0.0.1:9696.
+	ServerURL string
+	// AgentToken is the shared agent token.
+	AgentToken string
+	// StateDir is where the agent keeps its files; every HA transition is
+	// written to <StateDir>/ha_confs/<router_id>/state ("master" or "backup",
+	// as Neutron does). Empty: no files are written.
+	StateDir string
+	// AgentMode is legacy (default), dvr_snat or dvr.
+	AgentMode string
+	// LocalIP is the node's VXLAN underlay address, sent as the "local_ip"
+	// configuration.
+	LocalIP string
+	// Configurations are extra entries of the agent's "configurations";
+	// agent_mode and local_ip are set from the fields above.
+	Configurations map[string]any
+
+	// ReportBatchDelay is how long HA transitions are collected after the
+	// first one before they are sent in one report. Default 200ms.
+	ReportBatchDelay time.Duration
+	// PollWait is how long the server may hold a desired-state long-poll.
+	// Default 30s.
+	PollWait time.Duration
+	// ResyncInterval is how often the last desired state is applied again
+	// although it did not change, to repair drift. Default 60s; negative
+	// disables.
+	ResyncInterval time.Duration
+	// HeartbeatInterval is used until the server says otherwise (and when it
+	// says 0). Default 10s.
+	HeartbeatInterval time.Duration
+	// RequestTimeout bounds heartbeats and reports (the long-poll gets
+	// PollWait more). Default 15s.
+	RequestTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the exponential backoff after failures.
+	// Defaults 500ms and 30s. Heartbeats never back off beyond the heartbeat
+	// interval.
+	MinBackoff, MaxBackoff time.Duration
+	// HTTPClient is used for the agent endpoint; nil means a client without a
+	// timeout (requests get deadlines from RequestTimeout and PollWait).
+	HTTPClient *http.Client
+}
+
+// Default values of Config fields.
+const (
+	DefaultReportBatchDelay  = 200 * time.Millisecond
+	DefaultPollWait          = 30 * time.Second
+	DefaultResyncInterval    = 60 * time.Second
+	DefaultHeartbeatInterval = 10 * time.Second
+	DefaultRequestTimeout    = 15 * time.Second
+	DefaultMinBackoff        = 500 * time.Millisecond
+	DefaultMaxBackoff        = 30 * time.Second
+)
+
+// Transition is an HA state change of one router on this host, seen by the
+// data plane.
+type Transition struct {
+	RouterID string
+	// State is agentapi.HAActive or agentapi.HAStandby.
+	State string
+}
+
+// ReportFunc receives the data plane's HA transitions. It is safe for
+// concurrent use, never blocks for long and never calls back into the data
+// plane, so a data plane may call it while holding its own locks (which keeps
+// its reports in order).
+type ReportFunc func(Transition)
+
+// Dataplane is what the agent converges onto the desired state: the fake one
+// for tests and simulations, the Linux one (namespaces, bridges, VXLAN,
+// keepalived or native VRRP) on real nodes.
+type Dataplane interface {
+	// Start is called once, before any Apply. The data plane adopts what the
+	// node already runs and reports, through report, the current HA state of
+	// every router it adopted; from then on it reports every HA transition
+	// (including the first state of a router that Apply creates). Anything it
+	// starts runs until ctx is cancelled. An error is fatal to the agent.
+	Start(ctx context.Context, report ReportFunc) error
+	// Apply converges the node onto state, the full desired state of the
+	// host: routers and networks not in it are removed. It is called each time
+	// the state changes, again periodically to repair drift, and again after
+	// it failed; it must be idempotent. Calls are never concurrent.
+	Apply(ctx context.Context, state agentapi.DesiredState) error
+}
+
+// Run runs the agent until ctx is cancelled: it starts dp, then heartbeats
+// (the first heartbeat registers the agent), long-polls the desired state
+// and applies it to dp, and reports dp's HA transitions in batches. When the
+// server is unreachable it retries with backoff and dp keeps running; once the
+// server is reachable again (and once at start) the agent reports the current
+// state of every router it knows. Run returns nil when ctx is cancelled, or an
+// error if cfg is invalid or dp fails to start.
+func Run(ctx context.Context, cfg Config, dp Dataplane, logger *slog.Logger) error {
+	if err := cfg.setDefaults(); err != nil {
+		return err
+	}
+	if dp == nil {
+		return errors.New("agent: no data plane")
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	log := logger.With("host", cfg.Host)
+	a := &agent{
+		cfg:        cfg,
+		dp:         dp,
+		log:        log,
+		client:     agentapi.NewClient(cfg.ServerURL, cfg.AgentToken, cfg.HTTPClient),
+		registered: make(chan struct{}),
+	}
+	a.rep = newReporter(a)
+	a.app = newApplier(a)
+
+	if err := dp.Start(ctx, a.rep.report); err != nil {
+		return fmt.Errorf("agent: starting data plane: %w", err)
+	}
+	log.Info("agent started", "server", cfg.ServerURL, "agent_mode", cfg.AgentMode)
+
+	var wg sync.WaitGroup
+	wg.Go(func() { a.heartbeatLoop(ctx) })
+	wg.Go(func() { a.pollLoop(ctx) })
+	wg.Go(func() { a.app.run(ctx) })
+	wg.Go(func() { a.rep.run(ctx) })
+	wg.Wait()
+	log.Info("agent stopped")
+	return nil
+}
+
+func (c *Config) setDefaults() error {
+	if c.Host == "" {
+		return errors.New("agent: no host name")
+	}
+	if c.ServerURL == "" {
+		return errors.New("agent: no server URL")
+	}
+	switch c.AgentMode {
+	case "":
+		c.AgentMode = agentapi.ModeLegacy
+	case agentapi.ModeLegacy, agentapi.ModeDVRSNAT, agentapi.ModeDVR:
+	default:
+		return fmt.Errorf("agent: unknown agent mode %q (want %s, %s or %s)", c.AgentMode, agentapi.ModeLegacy, agentapi.ModeDVRSNAT, agentapi.ModeDVR)
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.ReportBatchDelay, DefaultReportBatchDelay)
+	def(&c.PollWait, DefaultPollWait)
+	def(&c.ResyncInterval, DefaultResyncInterval)
+	def(&c.HeartbeatInterval, DefaultHeartbeatInterval)
+	def(&c.RequestTimeout, DefaultRequestTimeout)
+	def(&c.MinBackoff, DefaultMinBackoff)
+	def(&c.MaxBackoff, DefaultMaxBackoff)
+	if c.MaxBackoff < c.MinBackoff {
+		c.MaxBackoff = c.MinBackoff
+	}
+	return nil
+}
+
+// agent is the state shared by Run's loops.
+type agent struct {
+	cfg    Config
+	dp     Dataplane
+	log    *slog.Logger
+	client *agentapi.Client
+	rep    *reporter
+	app    *applier
+
+	// registered is closed after the first successful heartbeat.
+	registered chan struct{}
+}
+
+// configurations is the agent's "configurations" as sent in heartbeats.
+func (a *agent) configurations() map[string]any {
+	m := make(map[string]any, len(a.cfg.Configurations)+2)
+	maps.Copy(m, a.cfg.Configurations)
+	m["agent_mode"] = a.cfg.AgentMode
+	if a.cfg.LocalIP != "" {
+		m[agentapi.ConfigLocalIP] = a.cfg.LocalIP
+	}
+	return m
+}

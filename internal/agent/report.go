@@ -1,0 +1,306 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/l3ha/l3ha/internal/agentapi"
+)
+
+// reporter collects the data plane's HA transitions, writes them to the state
+// files and sends them to the server in batches: the first transition opens a
+// batch, ReportBatchDelay later the latest state of every router in it is sent
+// in one report. A failed report is retried with backoff; transitions that
+// arrive meanwhile join it, and only the latest state of a router is ever
+// kept, so no transition is lost and nothing stale overtakes something fresh.
+type reporter struct {
+	a    *agent
+	wake chan struct{} // cap 1
+
+	mu      sync.Mutex
+	pending map[string]string // router id → state, not yet accepted by the server
+	known   map[string]string // router id → latest state, of every router the agent has
+	urgent  bool              // resend without waiting for a retry timer
+	// files are the state files to write (state) or remove ("").
+	files map[string]string
+	// keep is the router set of the last applied desired state; nil until one
+	// was applied. State files of other routers are removed.
+	keep map[string]bool
+	scan bool // look for state files of routers not in keep
+}
+
+func newReporter(a *agent) *reporter {
+	return &reporter{
+		a:       a,
+		wake:    make(chan struct{}, 1),
+		pending: map[string]string{},
+		known:   map[string]string{},
+		files:   map[string]string{},
+	}
+}
+
+func (r *reporter) poke() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// report is the ReportFunc handed to the data plane.
+func (r *reporter) report(t Transition) {
+	if t.RouterID == "" || t.State == "" {
+		r.a.log.Warn("data plane reported an incomplete HA transition; ignored", "router_id", t.RouterID, "state", t.State)
+		return
+	}
+	r.mu.Lock()
+	prev, had := r.known[t.RouterID]
+	r.known[t.RouterID] = t.State
+	r.pending[t.RouterID] = t.State
+	changed := !had || prev != t.State
+	if changed && r.a.cfg.StateDir != "" {
+		r.files[t.RouterID] = t.State
+	}
+	r.mu.Unlock()
+	if changed {
+		r.a.log.Info("HA state", "router_id", t.RouterID, "state", t.State, "previous", prev)
+	}
+	r.poke()
+}
+
+// resendAll queues the current state of every known router, to be sent as
+// soon as possible: the server may have missed or forgotten them.
+func (r *reporter) resendAll() {
+	r.mu.Lock()
+	maps.Copy(r.pending, r.known)
+	r.urgent = true
+	r.mu.Unlock()
+	r.poke()
+}
+
+// keepOnly forgets routers that are not in st (the data plane removed them):
+// their states are no longer reported and their state files go.
+func (r *reporter) keepOnly(st *agentapi.DesiredState) {
+	keep := make(map[string]bool, len(st.Routers))
+	for _, rt := range st.Routers {
+		keep[rt.ID] = true
+	}
+	r.mu.Lock()
+	for id := range r.known {
+		if !keep[id] {
+			delete(r.known, id)
+			delete(r.pending, id)
+			if r.a.cfg.StateDir != "" {
+				r.files[id] = ""
+			}
+		}
+	}
+	if r.a.cfg.StateDir != "" {
+		r.keep = keep
+		r.scan = true
+	}
+	r.mu.Unlock()
+	r.poke()
+}
+
+func (r *reporter) run(ctx context.Context) {
+	a := r.a
+	bo := backoff{min: a.cfg.MinBackoff, max: a.cfg.MaxBackoff}
+	fails := streak{log: a.log, what: "reporting HA states"}
+	files := streak{log: a.log, what: "writing HA state files"}
+	var batch, retry <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.wake:
+			r.syncFiles(&files)
+			r.mu.Lock()
+			n, urgent := len(r.pending), r.urgent
+			r.urgent = false
+			r.mu.Unlock()
+			if n == 0 {
+				continue
+			}
+			if urgent && retry != nil {
+				retry = nil
+			}
+			if batch == nil && retry == nil {
+				batch = time.After(a.cfg.ReportBatchDelay)
+			}
+			continue
+		case <-batch:
+			batch = nil
+		case <-retry:
+			retry = nil
+		}
+		sent, err := r.send(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			fails.failed(err)
+			retry = time.After(bo.next(0))
+			continue
+		}
+		if sent {
+			fails.succeeded()
+			bo.reset()
+		}
+		// Transitions that came in during the send have poked wake and
+		// open the next batch.
+	}
+}
+
+// send sends everything pending in one report. On failure what it took goes
+// back to pending, except routers with a fresher state there and routers that
+// were forgotten meanwhile.
+func (r *reporter) send(ctx context.Context) (bool, error) {
+	r.mu.Lock()
+	if len(r.pending) == 0 {
+		r.mu.Unlock()
+		return false, nil
+	}
+	states := r.pending
+	r.pending = map[string]string{}
+	r.mu.Unlock()
+
+	rctx, cancel := context.WithTimeout(ctx, r.a.cfg.RequestTimeout)
+	err := r.a.client.ReportHAStates(rctx, agentapi.HAStateReport{Host: r.a.cfg.Host, States: states})
+	cancel()
+	if err != nil {
+		r.mu.Lock()
+		for id, s := range states {
+			_, fresher := r.pending[id]
+			_, known := r.known[id]
+			if !fresher && known {
+				r.pending[id] = s
+			}
+		}
+		r.mu.Unlock()
+		return false, err
+	}
+	r.a.log.Debug("reported HA states", "routers", len(states))
+	return true, nil
+}
+
+// syncFiles writes and removes state files as queued.
+func (r *reporter) syncFiles(s *streak) {
+	dir := r.a.cfg.StateDir
+	if dir == "" {
+		return
+	}
+	r.mu.Lock()
+	files := r.files
+	r.files = map[string]string{}
+	var keep map[string]bool
+	if r.scan {
+		keep = maps.Clone(r.keep)
+		r.scan = false
+	}
+	r.mu.Unlock()
+
+	var errs []error
+	for id, state := range files {
+		var err error
+		if state == "" {
+			err = removeStateFile(dir, id)
+		} else {
+			err = writeStateFile(dir, id, state)
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if keep != nil {
+		entries, err := os.ReadDir(filepath.Join(dir, "ha_confs"))
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+		for _, e := range entries {
+			if e.IsDir() && !keep[e.Name()] {
+				if err := removeStateFile(dir, e.Name()); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		s.failed(err)
+	} else if len(files) > 0 {
+		s.succeeded()
+	}
+}
+
+// StateFile is where the state of routerID is written under stateDir:
+// <stateDir>/ha_confs/<routerID>/state, holding "master" or "backup" as
+// Neutron's.
+func StateFile(stateDir, routerID string) string {
+	return filepath.Join(stateDir, "ha_confs", routerID, "state")
+}
+
+// validRouterID reports whether id is safe as a file name.
+func validRouterID(id string) bool {
+	return id != "" && id != "." && id != ".." && !strings.ContainsAny(id, "/\\\x00")
+}
+
+// fileState is what a state file holds for an HA state.
+func fileState(state string) string {
+	switch state {
+	case agentapi.HAActive:
+		return "master"
+	case agentapi.HAStandby:
+		return "backup"
+	}
+	return state
+}
+
+func writeStateFile(dir, id, state string) error {
+	if !validRouterID(id) {
+		return fmt.Errorf("router id %q is not a file name", id)
+	}
+	path := StateFile(dir, id)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".state-*")
+	if err != nil {
+		return err
+	}
+	_, werr := tmp.WriteString(fileState(state) + "\n")
+	cerr := tmp.Close()
+	if err := errors.Join(werr, cerr); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	return nil
+}
+
+// removeStateFile removes the state file of id, and its directory if that is
+// then empty (a data plane may keep other files there).
+func removeStateFile(dir, id string) error {
+	if !validRouterID(id) {
+		return nil
+	}
+	path := StateFile(dir, id)
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	_ = os.Remove(filepath.Dir(path)) // fails when not empty: fine
+	return nil
+}

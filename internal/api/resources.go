@@ -1,0 +1,222 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/l3ha/l3ha/internal/store"
+)
+
+// resource describes one collection of the API.
+type resource struct {
+	collection, singular string
+	notFound             func(id string) *Error
+	// load renders every object of the collection the identity may see.
+	load func(a *API, tx *store.Tx, id Identity) ([]map[string]any, error)
+	// get renders one object, or returns notFound when invisible.
+	get    func(a *API, tx *store.Tx, id Identity, memberID string) (map[string]any, error)
+	create func(a *API, ctx context.Context, id Identity, body map[string]json.RawMessage) (any, error)
+	update func(a *API, ctx context.Context, id Identity, memberID string, body map[string]json.RawMessage) (any, error)
+	delete func(a *API, ctx context.Context, id Identity, memberID string) error
+}
+
+var resourceOrder = []string{"networks", "subnets", "ports", "routers", "floatingips", "agents"}
+
+var resources = map[string]*resource{}
+
+func register(r *resource) { resources[r.collection] = r }
+
+func (a *API) list(ctx context.Context, id Identity, res *resource, r *http.Request) (any, error) {
+	var objs []map[string]any
+	err := a.db.Read(ctx, func(tx *store.Tx) error {
+		var err error
+		objs, err = res.load(a, tx, id)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	objs, err = applyFilters(objs, q)
+	if err != nil {
+		return nil, err
+	}
+	sort.SliceStable(objs, func(i, j int) bool { return fmt.Sprint(objs[i]["id"]) < fmt.Sprint(objs[j]["id"]) })
+	out := map[string]any{}
+	if marker := q.Get("marker"); marker != "" {
+		k := sort.Search(len(objs), func(i int) bool { return fmt.Sprint(objs[i]["id"]) > marker })
+		objs = objs[k:]
+	}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 0 {
+			return nil, badRequest("Limit must be an integer 0 or greater and not '%s'", l)
+		}
+		if n > 0 && len(objs) > n {
+			objs = objs[:n]
+			next := url.Values{}
+			for k, v := range q {
+				next[k] = v
+			}
+			next.Set("marker", fmt.Sprint(objs[n-1]["id"]))
+			out[res.collection+"_links"] = []any{map[string]any{"rel": "next", "href": baseURL(r) + "/v2.0/" + res.collection + "?" + next.Encode()}}
+		}
+	}
+	fields := q["fields"]
+	list := make([]any, len(objs))
+	for i, o := range objs {
+		list[i] = selectFields(o, fields)
+	}
+	out[res.collection] = list
+	return out, nil
+}
+
+func (a *API) show(ctx context.Context, id Identity, res *resource, memberID string, r *http.Request) (any, error) {
+	var obj map[string]any
+	err := a.db.Read(ctx, func(tx *store.Tx) error {
+		var err error
+		obj, err = res.get(a, tx, id, memberID)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{res.singular: selectFields(obj, r.URL.Query()["fields"])}, nil
+}
+
+var nonFilterParams = map[string]bool{"fields": true, "limit": true, "marker": true, "sort_key": true, "sort_dir": true, "page_reverse": true}
+
+// applyFilters keeps the objects whose attributes match every query filter;
+// several values of one filter match any of them; booleans compare
+// case-insensitively. Filters on attributes the object does not show match
+// nothing except "tenant_id"/"project_id" aliases, which are always shown.
+func applyFilters(objs []map[string]any, q url.Values) ([]map[string]any, error) {
+	var out []map[string]any
+	for _, o := range objs {
+		ok := true
+		for k, vals := range q {
+			if nonFilterParams[k] {
+				continue
+			}
+			if k == "fixed_ips" {
+				if !matchFixedIPs(o["fixed_ips"], vals) {
+					ok = false
+				}
+				continue
+			}
+			v, present := o[k]
+			if !present {
+				ok = false
+				break
+			}
+			if !matchValue(v, vals) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			out = append(out, o)
+		}
+	}
+	return out, nil
+}
+
+func matchValue(v any, vals []string) bool {
+	for _, want := range vals {
+		switch x := v.(type) {
+		case bool:
+			if strings.EqualFold(want, strconv.FormatBool(x)) || (want == "1" && x) || (want == "0" && !x) {
+				return true
+			}
+		case nil:
+			if want == "" || strings.EqualFold(want, "none") || strings.EqualFold(want, "null") {
+				return true
+			}
+		case *string:
+			if x == nil && want == "" || x != nil && *x == want {
+				return true
+			}
+		case []string:
+			for _, s := range x {
+				if s == want {
+					return true
+				}
+			}
+		default:
+			if fmt.Sprint(x) == want {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// matchFixedIPs handles ports?fixed_ips=ip_address=X&fixed_ips=subnet_id=Y.
+func matchFixedIPs(v any, vals []string) bool {
+	ips, _ := v.([]store.FixedIP)
+	for _, f := range vals {
+		key, want, _ := strings.Cut(f, "=")
+		found := false
+		for _, ip := range ips {
+			if key == "ip_address" && ip.IPAddress == want || key == "subnet_id" && ip.SubnetID == want {
+				found = true
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+func selectFields(o map[string]any, fields []string) map[string]any {
+	if len(fields) == 0 {
+		return o
+	}
+	out := map[string]any{}
+	for _, f := range fields {
+		for _, name := range strings.Split(f, ",") {
+			if v, ok := o[name]; ok {
+				out[name] = v
+			}
+		}
+	}
+	return out
+}
+
+func ts(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05Z") }
+
+// agentTS is the format Neutron uses for agent timestamps.
+func agentTS(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05") }
+
+// standard attributes every resource shows.
+func std(o map[string]any, id, project string, revision int, created, updated time.Time) map[string]any {
+	o["id"] = id
+	o["project_id"] = project
+	o["tenant_id"] = project
+	o["revision_number"] = revision
+	o["created_at"] = ts(created)
+	o["updated_at"] = ts(updated)
+	o["tags"] = []string{}
+	return o
+}
+
+// visible reports whether a project-owned object is visible to id.
+func visible(id Identity, project string) bool { return id.Admin || project == id.ProjectID }
+
+// owns reports whether id may change a project-owned object.
+func owns(id Identity, project string) bool { return id.Admin || project == id.ProjectID }
+
+func strOrNil(p *string) any {
+	if p == nil {
+		return nil
+	}
+	return *p
+}

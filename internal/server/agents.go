@@ -1,0 +1,320 @@
+package server
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/l3ha/l3ha/internal/agentapi"
+	"github.com/l3ha/l3ha/internal/ha"
+	"github.com/l3ha/l3ha/internal/store"
+)
+
+type metrics struct {
+	haReports  *prometheus.CounterVec
+	heartbeats prometheus.Counter
+}
+
+func newMetrics() *metrics {
+	return &metrics{
+		haReports: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "l3ha_server_ha_state_reports_total", Help: "HA state reports received from agents, by reported state.",
+		}, []string{"state"}),
+		heartbeats: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "l3ha_server_agent_heartbeats_total", Help: "Agent heartbeats received.",
+		}),
+	}
+}
+
+// maxWait caps a state long-poll.
+const maxWait = 60 * time.Second
+
+type endpointError struct {
+	status  int
+	typ     string
+	message string
+}
+
+func writeEndpointError(w http.ResponseWriter, e endpointError) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(e.status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"NeutronError": map[string]any{"type": e.typ, "message": e.message, "detail": ""}})
+}
+
+func (s *Server) agentEndpoint() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := r.Header.Get(agentapi.TokenHeader)
+		if got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.AgentToken)) != 1 {
+			s.log.Warn("agent request with a missing or wrong agent token", "remote", r.RemoteAddr, "path", r.URL.Path)
+			writeEndpointError(w, endpointError{http.StatusUnauthorized, "HTTPUnauthorized", "missing or invalid agent token"})
+			return
+		}
+		var err error
+		switch {
+		case r.URL.Path == agentapi.PathHeartbeat && r.Method == http.MethodPost:
+			err = s.heartbeat(w, r)
+		case r.URL.Path == agentapi.PathState && r.Method == http.MethodGet:
+			err = s.waitState(w, r)
+		case r.URL.Path == agentapi.PathHAStates && r.Method == http.MethodPost:
+			err = s.haStates(w, r)
+		default:
+			err = endpointError{http.StatusNotFound, "HTTPNotFound", "no such agent endpoint"}
+		}
+		if err != nil {
+			var e endpointError
+			if !errors.As(err, &e) {
+				if r.Context().Err() != nil {
+					return
+				}
+				s.log.Error("agent endpoint failed", "path", r.URL.Path, "err", err)
+				e = endpointError{http.StatusInternalServerError, "HTTPInternalServerError", "internal error"}
+			}
+			writeEndpointError(w, e)
+		}
+	})
+}
+
+func (e endpointError) Error() string { return e.message }
+
+func decodeAgentBody(r *http.Request, v any) error {
+	r.Body = http.MaxBytesReader(nil, r.Body, 4<<20)
+	if err := json.NewDecoder(r.Body).Decode(v); err != nil {
+		return endpointError{http.StatusBadRequest, "HTTPBadRequest", "Body contains invalid data: " + err.Error()}
+	}
+	return nil
+}
+
+func (s *Server) agentByHost(tx *store.Tx, host string) (*store.Agent, error) {
+	as, err := tx.ListAgents(store.Where{"agent_type": agentapi.AgentTypeL3, "host": host})
+	if err != nil || len(as) == 0 {
+		return nil, err
+	}
+	return as[0], nil
+}
+
+// heartbeat registers an agent or refreshes it. A new, revived or restarted
+// agent takes the write path (auto-scheduling may give it routers); a
+// routine heartbeat is a quiet write that wakes nobody.
+func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) error {
+	var hb agentapi.Heartbeat
+	if err := decodeAgentBody(r, &hb); err != nil {
+		return err
+	}
+	if hb.Host == "" || len(hb.Host) > 255 {
+		return endpointError{http.StatusBadRequest, "HTTPBadRequest", "heartbeat needs a host of at most 255 characters"}
+	}
+	if hb.AgentType == "" {
+		hb.AgentType = agentapi.AgentTypeL3
+	}
+	if hb.AgentType != agentapi.AgentTypeL3 {
+		return endpointError{http.StatusBadRequest, "HTTPBadRequest", fmt.Sprintf("unsupported agent_type %q", hb.AgentType)}
+	}
+	if hb.Binary == "" {
+		hb.Binary = agentapi.BinaryL3
+	}
+	if hb.Topic == "" {
+		hb.Topic = agentapi.TopicL3
+	}
+	if hb.Configurations == nil {
+		hb.Configurations = map[string]any{}
+	}
+	if hb.StartedAt.IsZero() {
+		hb.StartedAt = time.Now()
+	}
+	s.metrics.heartbeats.Inc()
+	down := s.cfg.HA.AgentDownTime
+	ctx := r.Context()
+	var agentID string
+	quiet := false
+	err := s.db.Read(ctx, func(tx *store.Tx) error {
+		a, err := s.agentByHost(tx, hb.Host)
+		if err != nil || a == nil {
+			return err
+		}
+		agentID = a.ID
+		quiet = ha.Alive(a, tx.Now, down) && a.StartedAt.Equal(hb.StartedAt.UTC().Truncate(time.Microsecond)) && sameConfig(a.Configurations, hb.Configurations)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if quiet {
+		err = s.db.WriteQuiet(ctx, func(tx *store.Tx) error {
+			a, err := tx.GetAgent(agentID)
+			if err != nil {
+				return err
+			}
+			a.HeartbeatAt = tx.Now
+			return tx.UpdateAgent(a)
+		})
+	} else {
+		_, err = s.db.Write(ctx, func(tx *store.Tx) error {
+			a, err := s.agentByHost(tx, hb.Host)
+			if err != nil {
+				return err
+			}
+			event, isNew := "agent registered", a == nil
+			if isNew {
+				a = &store.Agent{
+					ID: uuid.NewString(), AgentType: hb.AgentType, Host: hb.Host, AvailabilityZone: agentapi.DefaultAZ,
+					AdminStateUp: true, CreatedAt: tx.Now,
+				}
+			} else if !ha.Alive(a, tx.Now, down) {
+				event = "agent revived"
+			} else {
+				event = "agent restarted or reconfigured"
+			}
+			a.Binary, a.Topic, a.Configurations = hb.Binary, hb.Topic, hb.Configurations
+			a.HeartbeatAt, a.StartedAt = tx.Now, hb.StartedAt.UTC()
+			if isNew {
+				if err := tx.InsertAgent(a); err != nil {
+					return err
+				}
+			} else if err := tx.UpdateAgent(a); err != nil {
+				return err
+			}
+			agentID = a.ID
+			n := 0
+			if s.cfg.AutoSchedule {
+				if n, err = s.ha.AutoSchedule(tx, a); err != nil {
+					return err
+				}
+			}
+			s.log.Info(event, "host", a.Host, "agent_id", a.ID, "auto_scheduled_routers", n)
+			return nil
+		})
+	}
+	if err != nil {
+		return err
+	}
+	writeJSONBody(w, http.StatusOK, agentapi.HeartbeatReply{
+		AgentID: agentID, IntervalSeconds: down.Seconds() / 3, AgentDownTimeSeconds: down.Seconds(),
+	})
+	return nil
+}
+
+func sameConfig(a, b map[string]any) bool {
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return string(ja) == string(jb)
+}
+
+func writeJSONBody(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// waitState answers the long-poll: the host's desired state as soon as it
+// differs from what the agent holds (etag), or 204 after wait.
+func (s *Server) waitState(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	host, etag := q.Get("host"), q.Get("etag")
+	if host == "" {
+		return endpointError{http.StatusBadRequest, "HTTPBadRequest", "host is required"}
+	}
+	wait := time.Duration(0)
+	if ws := q.Get("wait"); ws != "" {
+		f, err := strconv.ParseFloat(ws, 64)
+		if err != nil || f < 0 {
+			return endpointError{http.StatusBadRequest, "HTTPBadRequest", "wait must be a number of seconds"}
+		}
+		wait = min(time.Duration(f*float64(time.Second)), maxWait)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	defer cancel()
+	for {
+		rev := s.db.Revision()
+		var st *agentapi.DesiredState
+		err := s.db.Read(r.Context(), func(tx *store.Tx) error {
+			a, err := s.agentByHost(tx, host)
+			if err != nil {
+				return err
+			}
+			if a == nil {
+				return endpointError{http.StatusNotFound, "AgentNotFound", fmt.Sprintf("no L3 agent registered on host %s: heartbeat first", host)}
+			}
+			st, err = BuildDesiredState(tx, a)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if st.ETag != etag {
+			writeJSONBody(w, http.StatusOK, st)
+			return nil
+		}
+		if _, err := s.db.WaitRevision(ctx, rev); err != nil {
+			if r.Context().Err() != nil {
+				return nil
+			}
+			w.WriteHeader(http.StatusNoContent)
+			return nil
+		}
+	}
+}
+
+// haStates records a batch of transitions. The master's host also becomes
+// the binding:host_id of the router's interface and gateway ports, as in
+// Neutron, so L2 population follows the master.
+func (s *Server) haStates(w http.ResponseWriter, r *http.Request) error {
+	var rep agentapi.HAStateReport
+	if err := decodeAgentBody(r, &rep); err != nil {
+		return err
+	}
+	for id, st := range rep.States {
+		if st != agentapi.HAActive && st != agentapi.HAStandby {
+			return endpointError{http.StatusBadRequest, "HTTPBadRequest", fmt.Sprintf("router %s: ha_state %q (want active or standby)", id, st)}
+		}
+	}
+	states := maps.Clone(rep.States)
+	err := s.db.WriteQuiet(r.Context(), func(tx *store.Tx) error {
+		a, err := s.agentByHost(tx, rep.Host)
+		if err != nil {
+			return err
+		}
+		if a == nil {
+			return endpointError{http.StatusNotFound, "AgentNotFound", fmt.Sprintf("no L3 agent registered on host %s", rep.Host)}
+		}
+		for routerID, st := range states {
+			ok, err := tx.SetHAState(routerID, a.ID, st)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				s.log.Debug("ha_state for a router no longer bound to the agent", "router_id", routerID, "host", rep.Host)
+				continue
+			}
+			if st == agentapi.HAActive {
+				ports, err := tx.ListPorts(store.Where{"device_id": routerID, "device_owner": []string{ha.OwnerReplicatedInterface, ha.OwnerRouterInterface, ha.OwnerRouterGateway}})
+				if err != nil {
+					return err
+				}
+				for _, p := range ports {
+					if err := tx.SetPortHost(p.ID, rep.Host); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for routerID, st := range states {
+		s.metrics.haReports.WithLabelValues(st).Inc()
+		s.log.Info("ha_state reported", "router_id", routerID, "host", rep.Host, "ha_state", st)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
