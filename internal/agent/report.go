@@ -56,8 +56,9 @@ func (r *reporter) poke() {
 
 // report is the ReportFunc handed to the data plane.
 func (r *reporter) report(t Transition) {
-	if t.RouterID == "" || t.State == "" {
-		r.a.log.Warn("data plane reported an incomplete HA transition; ignored", "router_id", t.RouterID, "state", t.State)
+	if t.RouterID == "" || (t.State != agentapi.HAActive && t.State != agentapi.HAStandby) {
+		// The server would refuse the whole batch.
+		r.a.log.Warn("data plane reported an invalid HA transition; ignored", "router_id", t.RouterID, "state", t.State)
 		return
 	}
 	r.mu.Lock()

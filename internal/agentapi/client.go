@@ -66,13 +66,6 @@ func (e *StatusError) Error() string {
 	return b.String()
 }
 
-// Temporary reports whether retrying the same request may succeed: server
-// errors, 408 and 429. Other 4xx replies mean the request or the token is
-// wrong; agents still retry those, but more slowly and louder.
-func (e *StatusError) Temporary() bool {
-	return e.StatusCode >= 500 || e.StatusCode == http.StatusRequestTimeout || e.StatusCode == http.StatusTooManyRequests
-}
-
 // maxErrorBody bounds how much of an error body is read.
 const maxErrorBody = 64 << 10
 

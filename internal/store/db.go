@@ -474,3 +474,39 @@ func (db *DB) listenOnce(ctx context.Context, connected func()) error {
 		}
 	}
 }
+
+// Dump returns every row of every l3ha table as text, ordered, so tests can
+// prove that a rejected request changed nothing.
+func (db *DB) Dump(ctx context.Context) (map[string][]string, error) {
+	tables := []string{"meta", "networks", "ha_networks", "subnets", "ports", "ip_allocations", "routers", "ha_vrids", "agents", "router_bindings", "floatingips"}
+	out := map[string][]string{}
+	for _, t := range tables {
+		rows, err := db.reader.QueryContext(ctx, "SELECT * FROM "+t)
+		if err != nil {
+			return nil, fmt.Errorf("dumping %s: %w", t, err)
+		}
+		cols, _ := rows.Columns()
+		for rows.Next() {
+			vals := make([]any, len(cols))
+			ptrs := make([]any, len(cols))
+			for i := range vals {
+				ptrs[i] = &vals[i]
+			}
+			if err := rows.Scan(ptrs...); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			var b strings.Builder
+			for i, v := range vals {
+				if t == "agents" && cols[i] == "heartbeat_at" {
+					continue // heartbeats move on their own
+				}
+				fmt.Fprintf(&b, "%s=%v;", cols[i], v)
+			}
+			out[t] = append(out[t], b.String())
+		}
+		rows.Close()
+		sort.Strings(out[t])
+	}
+	return out, nil
+}
