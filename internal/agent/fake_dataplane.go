@@ -15,13 +15,16 @@ import (
 // rule: on Apply a router whose BindingIndex is 1 becomes active and every
 // other one standby; a state is reported only when it differs from what was
 // last reported for the router, and routers missing from the desired state are
-// forgotten (and reported again if they come back). SetState simulates a
-// failover. It is safe for concurrent use.
+// forgotten (and reported again if they come back). A router whose HA flag or
+// VRID changes (legacy↔HA migration) is a new VRRP instance, as on a real
+// node, and reports its state again. SetState simulates a failover. It is
+// safe for concurrent use.
 type FakeDataplane struct {
 	mu        sync.Mutex
 	report    ReportFunc
 	states    map[string]string // router id → last reported state
 	overrides map[string]string // router id → state set by SetState
+	instances map[string]string // router id → HA flag and VRID its state belongs to
 	last      agentapi.DesiredState
 	applies   int
 	applyErr  error
@@ -29,7 +32,7 @@ type FakeDataplane struct {
 
 // NewFakeDataplane returns a fake data plane running no routers.
 func NewFakeDataplane() *FakeDataplane {
-	return &FakeDataplane{states: map[string]string{}, overrides: map[string]string{}}
+	return &FakeDataplane{states: map[string]string{}, overrides: map[string]string{}, instances: map[string]string{}}
 }
 
 // Start records report. A fake has nothing to adopt: a fresh one runs no
@@ -69,6 +72,11 @@ func (f *FakeDataplane) Apply(ctx context.Context, st agentapi.DesiredState) err
 		if _, dup := want[r.ID]; !dup {
 			order = append(order, r.ID)
 		}
+		if inst := fmt.Sprint(r.HA, "/", r.VRID); f.instances[r.ID] != inst {
+			// A new VRRP instance: it reports its state afresh.
+			f.instances[r.ID] = inst
+			delete(f.states, r.ID)
+		}
 		s := agentapi.HAStandby
 		if r.BindingIndex == 1 {
 			s = agentapi.HAActive
@@ -82,6 +90,7 @@ func (f *FakeDataplane) Apply(ctx context.Context, st agentapi.DesiredState) err
 		if _, ok := want[id]; !ok {
 			delete(f.states, id)
 			delete(f.overrides, id)
+			delete(f.instances, id)
 		}
 	}
 	// Reported under the lock, so that reports of concurrent calls cannot

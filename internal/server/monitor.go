@@ -59,7 +59,25 @@ func (s *Server) failoverLegacyRouters(ctx context.Context, agents []*store.Agen
 		if now.Sub(a.HeartbeatAt) < 2*s.cfg.HA.AgentDownTime {
 			continue
 		}
-		_, err := s.db.Write(ctx, func(tx *store.Tx) error {
+		// Only take the write lock (which wakes every agent's long-poll) when
+		// the dead agent still hosts a legacy router.
+		legacy := 0
+		err := s.db.Read(ctx, func(tx *store.Tx) error {
+			bs, err := tx.ListBindings(store.Where{"agent_id": a.ID})
+			if err != nil || len(bs) == 0 {
+				return err
+			}
+			ids := make([]string, len(bs))
+			for i, b := range bs {
+				ids[i] = b.RouterID
+			}
+			legacy, err = tx.CountRouters(store.Where{"id": ids, "ha": false})
+			return err
+		})
+		if err != nil || legacy == 0 {
+			continue
+		}
+		_, err = s.db.Write(ctx, func(tx *store.Tx) error {
 			bs, err := tx.ListBindings(store.Where{"agent_id": a.ID})
 			if err != nil {
 				return err
