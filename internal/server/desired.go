@@ -21,14 +21,28 @@ func BuildDesiredState(tx *store.Tx, a *store.Agent) (*agentapi.DesiredState, er
 	if err != nil {
 		return nil, err
 	}
-	if len(bindings) == 0 {
-		return withETag(st)
+	// Networks of instance ports bound to this host (compute nodes) must be
+	// wired too, so instances reach their routers.
+	hostPorts, err := tx.ListPorts(store.Where{"host_id": a.Host})
+	if err != nil {
+		return nil, err
+	}
+	netIDs := map[string]bool{}
+	for _, p := range hostPorts {
+		if p.DeviceOwner != ha.OwnerHAInterface && p.DeviceOwner != ha.OwnerRouterGateway &&
+			p.DeviceOwner != ha.OwnerRouterInterface && p.DeviceOwner != ha.OwnerReplicatedInterface &&
+			p.DeviceOwner != ha.OwnerFloatingIP {
+			netIDs[p.NetworkID] = true
+		}
 	}
 	index := map[string]int{}
 	var routerIDs []string
 	for _, b := range bindings {
 		index[b.RouterID] = b.BindingIndex
 		routerIDs = append(routerIDs, b.RouterID)
+	}
+	if len(routerIDs) == 0 && len(netIDs) == 0 {
+		return withETag(st)
 	}
 	routers, err := tx.ListRouters(store.Where{"id": routerIDs})
 	if err != nil {
@@ -46,7 +60,6 @@ func BuildDesiredState(tx *store.Tx, a *store.Agent) (*agentapi.DesiredState, er
 	if err != nil {
 		return nil, err
 	}
-	netIDs := map[string]bool{}
 	for _, p := range ports {
 		if p.DeviceOwner != ha.OwnerHAInterface || p.HostID == a.Host {
 			netIDs[p.NetworkID] = true
