@@ -11,11 +11,14 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/l3ha/l3ha/internal/agent"
 	"github.com/l3ha/l3ha/internal/agentapi"
+	"github.com/l3ha/l3ha/internal/dataplane"
+	"github.com/l3ha/l3ha/internal/keepalived"
 )
 
 // agentOptions are the flags of `l3ha agent`.
@@ -28,11 +31,18 @@ type agentOptions struct {
 	dataplane string
 	agentMode string
 	localIP   string
+	mappings  string
+	suffix    string
+	haDriver  string
+	advertInt float64
+	vrrpVer   int
+	password  string
 }
 
 // agentFlagNames are the flags that can also come from L3HA_<NAME> variables.
 var agentFlagNames = []string{
 	"host", "server", "agent-token", "agent-token-file", "state-dir", "dataplane", "agent-mode", "local-ip",
+	"physical-interface-mappings", "netns-suffix", "ha-driver", "ha-vrrp-advert-int", "ha-vrrp-version", "ha-vrrp-auth-password",
 }
 
 // newAgentCommand returns `l3ha agent`, which runs the node agent. Client
@@ -62,8 +72,14 @@ variable.`,
 	f.StringVar(&o.tokenFile, "agent-token-file", "", "file holding the shared agent token")
 	f.StringVar(&o.stateDir, "state-dir", "/var/lib/l3ha", "directory for the agent's state (ha_confs/<router_id>/state, ...)")
 	f.StringVar(&o.dataplane, "dataplane", "linux", "data plane: linux (namespaces, bridges, VRRP) or fake (touches nothing; for tests and simulations)")
-	f.StringVar(&o.agentMode, "agent-mode", agentapi.ModeLegacy, "agent mode: legacy or dvr_snat")
+	f.StringVar(&o.agentMode, "agent-mode", agentapi.ModeLegacy, "agent mode: legacy or dvr_snat (routers are scheduled here), dvr (compute node: wires the networks of its instances only)")
 	f.StringVar(&o.localIP, "local-ip", "", "this node's underlay address for VXLAN tunnels")
+	f.StringVar(&o.mappings, "physical-interface-mappings", "", "flat networks: PHYSNET:IFACE[,PHYSNET:IFACE...]")
+	f.StringVar(&o.suffix, "netns-suffix", "", "suffix of this agent's router namespaces (qrouter-<id><suffix>), so several agents can share one kernel")
+	f.StringVar(&o.haDriver, "ha-driver", "keepalived", "VRRP implementation for HA routers: keepalived")
+	f.Float64Var(&o.advertInt, "ha-vrrp-advert-int", 2, "VRRP advertisement interval in seconds (VRRPv2: whole seconds; VRRPv3: down to 0.01)")
+	f.IntVar(&o.vrrpVer, "ha-vrrp-version", 0, "VRRP version 2 or 3 (default: 3 when the advert interval is fractional, else 2 as Neutron)")
+	f.StringVar(&o.password, "ha-vrrp-auth-password", "", "VRRPv2 simple password (PASS authentication); empty: none")
 	return cmd
 }
 
@@ -98,22 +114,25 @@ func runAgentCommand(cmd *cobra.Command, o *agentOptions) error {
 		return fmt.Errorf("--server %q is not an http(s) URL", o.server)
 	}
 	switch o.agentMode {
-	case agentapi.ModeLegacy, agentapi.ModeDVRSNAT:
+	case agentapi.ModeLegacy, agentapi.ModeDVRSNAT, agentapi.ModeDVR:
 	default:
-		return fmt.Errorf("--agent-mode %q: want %s or %s", o.agentMode, agentapi.ModeLegacy, agentapi.ModeDVRSNAT)
+		return fmt.Errorf("--agent-mode %q: want %s, %s or %s", o.agentMode, agentapi.ModeLegacy, agentapi.ModeDVRSNAT, agentapi.ModeDVR)
 	}
 	if o.localIP != "" {
 		if _, err := netip.ParseAddr(o.localIP); err != nil {
 			return fmt.Errorf("--local-ip: %w", err)
 		}
 	}
+	logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
 	var dp agent.Dataplane
 	switch o.dataplane {
 	case "fake":
 		dp = agent.NewFakeDataplane()
 	case "linux":
-		cmd.SilenceUsage = true
-		return errors.New("the linux data plane is not built yet; use --dataplane fake")
+		var err error
+		if dp, err = linuxDataplane(o, logger); err != nil {
+			return err
+		}
 	default:
 		return fmt.Errorf("--dataplane %q: want linux or fake", o.dataplane)
 	}
@@ -125,7 +144,6 @@ func runAgentCommand(cmd *cobra.Command, o *agentOptions) error {
 	}
 	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
 	logger.Info("starting l3ha agent", "host", o.host, "dataplane", o.dataplane, "state_dir", o.stateDir)
 	return agent.Run(ctx, agent.Config{
 		Host:       o.host,
@@ -167,4 +185,46 @@ func agentToken(o *agentOptions, fromFlag map[string]bool) (string, error) {
 		return tok, nil
 	}
 	return "", errors.New("no agent token: give --agent-token, --agent-token-file, L3HA_AGENT_TOKEN or L3HA_AGENT_TOKEN_FILE")
+}
+
+// linuxDataplane builds the Linux data plane and its HA driver from flags.
+func linuxDataplane(o *agentOptions, logger *slog.Logger) (agent.Dataplane, error) {
+	cfg := dataplane.Config{Suffix: o.suffix, Mappings: map[string]string{}, Logger: logger}
+	if o.localIP != "" {
+		cfg.LocalIP = netip.MustParseAddr(o.localIP)
+	}
+	for _, m := range strings.Split(o.mappings, ",") {
+		if m = strings.TrimSpace(m); m == "" {
+			continue
+		}
+		physnet, iface, ok := strings.Cut(m, ":")
+		if !ok || physnet == "" || iface == "" {
+			return nil, fmt.Errorf("--physical-interface-mappings %q: want PHYSNET:IFACE", m)
+		}
+		cfg.Mappings[physnet] = iface
+	}
+	if o.advertInt <= 0 {
+		return nil, fmt.Errorf("--ha-vrrp-advert-int %v: must be positive", o.advertInt)
+	}
+	advert := time.Duration(o.advertInt * float64(time.Second))
+	version := o.vrrpVer
+	if version == 0 {
+		version = 2
+		if advert%time.Second != 0 {
+			version = 3
+		}
+	}
+	if version != 2 && version != 3 {
+		return nil, fmt.Errorf("--ha-vrrp-version %d: want 2 or 3", version)
+	}
+	switch o.haDriver {
+	case "keepalived":
+		d := dataplane.NewKeepalivedDriver(
+			keepalived.Options{StateDir: o.stateDir, Logger: logger},
+			keepalived.Settings{AdvertInt: advert, Version: version, AuthPassword: o.password},
+		)
+		return dataplane.New(cfg, d), nil
+	default:
+		return nil, fmt.Errorf("--ha-driver %q: want keepalived", o.haDriver)
+	}
 }

@@ -1,0 +1,74 @@
+package dataplane
+
+import (
+	"context"
+	"time"
+
+	"github.com/l3ha/l3ha/internal/keepalived"
+)
+
+// KeepalivedDriver runs VRRP with one supervised keepalived per router, in
+// Neutron's keepalived.conf shape (internal/keepalived).
+type KeepalivedDriver struct {
+	opts     keepalived.Options
+	settings keepalived.Settings
+	m        *keepalived.Manager
+}
+
+// NewKeepalivedDriver returns the driver; settings carry the VRRP options
+// (advert interval, version, password).
+func NewKeepalivedDriver(opts keepalived.Options, settings keepalived.Settings) *KeepalivedDriver {
+	return &KeepalivedDriver{opts: opts, settings: settings}
+}
+
+// Start implements HADriver: running keepalived processes are adopted, not
+// restarted, so masters stay masters across agent restarts.
+func (d *KeepalivedDriver) Start(ctx context.Context, report func(routerID, state string)) error {
+	d.opts.OnTransition = report
+	m, err := keepalived.New(d.opts)
+	if err != nil {
+		return err
+	}
+	d.m = m
+	_, err = m.Adopt(ctx)
+	go func() {
+		<-ctx.Done()
+		_ = m.Close()
+	}()
+	return err
+}
+
+// Ensure implements HADriver.
+func (d *KeepalivedDriver) Ensure(ctx context.Context, r HARouter) error {
+	return d.m.Ensure(ctx, r.RouterID, r.Namespace, d.config(r))
+}
+
+func (d *KeepalivedDriver) config(r HARouter) keepalived.Config {
+	c := keepalived.Config{
+		RouterID: r.RouterID, VRID: r.VRID, HAInterface: r.HADevice, Priority: d.settings.Priority,
+		AdvertInt: d.settings.AdvertInt, Version: d.settings.Version,
+		AuthType: d.settings.AuthType, AuthPassword: d.settings.AuthPassword,
+	}
+	for _, a := range r.Excluded {
+		c.Excluded = append(c.Excluded, keepalived.Address{Prefix: a.Prefix, Dev: a.Dev})
+	}
+	for _, rt := range r.Routes {
+		c.Routes = append(c.Routes, keepalived.Route{Destination: rt.Dst, Via: rt.Gateway, Dev: rt.Dev, Protocol: d.settings.RouteProtocol})
+	}
+	return c
+}
+
+// Remove implements HADriver.
+func (d *KeepalivedDriver) Remove(ctx context.Context, routerID string) error {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	return d.m.Remove(ctx, routerID)
+}
+
+// Running implements HADriver.
+func (d *KeepalivedDriver) Running() []string {
+	if d.m == nil {
+		return nil
+	}
+	return d.m.Routers()
+}
