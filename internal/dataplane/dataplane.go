@@ -40,7 +40,7 @@ type HADriver interface {
 // Config configures the Linux data plane.
 type Config struct {
 	// Node is the namespace that plays the node (bridges, VXLAN, veth node
-	// ends); l.cfg.Node, the agent's own namespace, by default. Tests run
+	// ends); linux.NodeNS, the agent's own namespace, by default. Tests run
 	// several nodes in one process with it.
 	Node string
 	// Suffix is appended to router namespace names (the lab's --netns-suffix).
