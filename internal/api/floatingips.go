@@ -234,9 +234,13 @@ func (a *API) createFIP(ctx context.Context, id Identity, body map[string]json.R
 		if len(fixed) == 0 {
 			return badRequest("Bad floatingip request: external network %s has no subnet.", n.ID)
 		}
+		mac, err := ipam.AllocateMAC(tx, n.ID, newRand())
+		if err != nil {
+			return err
+		}
 		fp := &store.Port{
 			ID: uuid.NewString(), NetworkID: n.ID, ProjectID: "", AdminStateUp: true,
-			MACAddress: ipam.RandomMAC(newRand()), DeviceID: f.ID, DeviceOwner: ha.OwnerFloatingIP,
+			MACAddress: mac, DeviceID: f.ID, DeviceOwner: ha.OwnerFloatingIP,
 			Status: "N/A", FixedIPs: fixed[:1],
 		}
 		if err := tx.InsertPort(fp); err != nil {

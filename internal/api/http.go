@@ -10,10 +10,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/l3ha/l3ha/internal/ha"
@@ -162,6 +164,18 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, errNotFoundResource)
 		return
 	}
+	for i, seg := range rest[1:] {
+		// No id holds invalid UTF-8 or NUL (PostgreSQL cannot even compare
+		// them): such an id is not found, not an internal error.
+		if !utf8.ValidString(seg) || strings.ContainsRune(seg, 0) {
+			if i == 0 {
+				a.writeError(w, r, res.notFound(seg))
+			} else {
+				a.writeError(w, r, errNotFoundResource)
+			}
+			return
+		}
+	}
 	var status int
 	var out any
 	switch {
@@ -263,20 +277,20 @@ func (a *API) subResource(ctx context.Context, id Identity, res *resource, membe
 }
 
 func readRawBody(r *http.Request) (map[string]json.RawMessage, error) {
+	// The whole body is read, so that a body over the limit is refused even
+	// when it starts with a valid document, and anything after the document
+	// (even "]") is invalid.
 	r.Body = http.MaxBytesReader(nil, r.Body, MaxBodyBytes)
-	var m map[string]json.RawMessage
-	dec := json.NewDecoder(r.Body)
-	if err := dec.Decode(&m); err != nil {
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			return nil, errf(http.StatusRequestEntityTooLarge, "HTTPRequestEntityTooLarge", "Request is too large.")
 		}
 		return nil, badRequest("Body contains invalid data")
 	}
-	if dec.More() {
-		return nil, badRequest("Body contains invalid data")
-	}
-	if m == nil {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil || m == nil {
 		return nil, badRequest("Body contains invalid data")
 	}
 	return m, nil

@@ -119,6 +119,10 @@ func (in input) str(key string, max int, dst *string) *Error {
 	if err := json.Unmarshal(raw, &s); err != nil {
 		return reasonErr(key, string(raw), "'%s' is not a valid string")
 	}
+	if strings.ContainsRune(s, 0) {
+		// PostgreSQL cannot store it; refused on every backend alike.
+		return reasonErr(key, string(raw), "'%s' contains a NUL character")
+	}
 	if max > 0 && len(s) > max {
 		return badRequest("Invalid input for %s. Reason: '%s' exceeds maximum length of %d.", key, shortRaw(s), max)
 	}

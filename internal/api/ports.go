@@ -210,9 +210,8 @@ func (a *API) createPort(ctx context.Context, id Identity, body map[string]json.
 		if !validMAC(p.MACAddress) {
 			return nil, badRequest("Invalid input for mac_address. Reason: '%s' is not a valid MAC address.", shortRaw(p.MACAddress))
 		}
-	} else {
-		p.MACAddress = ipam.RandomMAC(newRand())
 	}
+	generatedMAC := p.MACAddress == ""
 	var view map[string]any
 	_, err := a.db.Write(ctx, func(tx *store.Tx) error {
 		n, err := visibleNetwork(tx, id, p.NetworkID)
@@ -224,6 +223,11 @@ func (a *API) createPort(ctx context.Context, id Identity, body map[string]json.
 		}
 		if p.FixedIPs, err = allocateFixedIPs(tx, n, reqs, in.has("fixed_ips")); err != nil {
 			return err
+		}
+		if generatedMAC {
+			if p.MACAddress, err = ipam.AllocateMAC(tx, n.ID, newRand()); err != nil {
+				return err
+			}
 		}
 		if err := tx.InsertPort(p); err != nil {
 			if store.IsUniqueViolation(err) {

@@ -299,6 +299,18 @@ func (a *API) setGateway(tx *store.Tx, id Identity, r *store.Router, g *gatewayR
 		}
 		return nil
 	}
+	var n *store.Network
+	if g != nil {
+		// The new network is checked before the old gateway is judged, as in
+		// Neutron (_validate_gw_info comes first).
+		var err error
+		if n, err = visibleNetwork(tx, id, g.NetworkID); err != nil {
+			return err
+		}
+		if !n.External {
+			return badRouter("Network %s is not an external network", n.ID)
+		}
+	}
 	if old != nil {
 		fips, err := tx.ListFloatingIPs(store.Where{"router_id": r.ID})
 		if err != nil {
@@ -319,13 +331,6 @@ func (a *API) setGateway(tx *store.Tx, id Identity, r *store.Router, g *gatewayR
 		r.EnableSNAT = true
 		return tx.UpdateRouter(r)
 	}
-	n, err := visibleNetwork(tx, id, g.NetworkID)
-	if err != nil {
-		return err
-	}
-	if !n.External {
-		return badRouter("Network %s is not an external network", n.ID)
-	}
 	fixed, err := allocateFixedIPs(tx, n, g.FixedIPs, g.hasFixed)
 	if err != nil {
 		return err
@@ -336,10 +341,17 @@ func (a *API) setGateway(tx *store.Tx, id Identity, r *store.Router, g *gatewayR
 	if err := checkOverlap(tx, r, fixed, ""); err != nil {
 		return err
 	}
+	mac, err := ipam.AllocateMAC(tx, n.ID, newRand())
+	if err != nil {
+		return err
+	}
 	p := &store.Port{
 		ID: uuid.NewString(), NetworkID: n.ID, ProjectID: "", AdminStateUp: true,
-		MACAddress: ipam.RandomMAC(newRand()), DeviceID: r.ID, DeviceOwner: ha.OwnerRouterGateway,
+		MACAddress: mac, DeviceID: r.ID, DeviceOwner: ha.OwnerRouterGateway,
 		Status: "DOWN", FixedIPs: fixed,
+	}
+	if p.HostID, err = a.ha.PortHost(tx, r); err != nil {
+		return err
 	}
 	if err := tx.InsertPort(p); err != nil {
 		return err
@@ -652,6 +664,9 @@ func (a *API) addInterface(tx *store.Tx, id Identity, r *store.Router, subnetID,
 			return nil, err
 		}
 		p.DeviceID, p.DeviceOwner = r.ID, a.interfaceOwner(r)
+		if p.HostID, err = a.ha.PortHost(tx, r); err != nil {
+			return nil, err
+		}
 		return p, tx.UpdatePort(p)
 	}
 	s, err := visibleSubnet(tx, id, subnetID)
@@ -673,10 +688,17 @@ func (a *API) addInterface(tx *store.Tx, id Identity, r *store.Router, subnetID,
 	} else if holder != "" {
 		return nil, errf(http.StatusConflict, "IpAddressAlreadyAllocated", "IP address %s already allocated in subnet %s", *s.GatewayIP, s.ID)
 	}
+	mac, err := ipam.AllocateMAC(tx, s.NetworkID, newRand())
+	if err != nil {
+		return nil, err
+	}
 	p := &store.Port{
 		ID: uuid.NewString(), NetworkID: s.NetworkID, ProjectID: r.ProjectID, AdminStateUp: true,
-		MACAddress: ipam.RandomMAC(newRand()), DeviceID: r.ID, DeviceOwner: a.interfaceOwner(r),
+		MACAddress: mac, DeviceID: r.ID, DeviceOwner: a.interfaceOwner(r),
 		Status: "DOWN", FixedIPs: fixed,
+	}
+	if p.HostID, err = a.ha.PortHost(tx, r); err != nil {
+		return nil, err
 	}
 	return p, tx.InsertPort(p)
 }

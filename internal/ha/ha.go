@@ -200,6 +200,13 @@ func (m *Manager) EnableHA(tx *store.Tx, r *store.Router) error {
 	}
 	rnd := newRand()
 	for _, hn := range nets {
+		// A project's full HA networks are skipped by counting, so that a
+		// create does not read every VRID of the project.
+		if n, err := tx.CountVRIDs(hn.NetworkID); err != nil {
+			return err
+		} else if n >= MaxVRID {
+			continue
+		}
 		used, err := m.usedVRIDs(tx, hn.NetworkID)
 		if err != nil {
 			return err
@@ -447,12 +454,44 @@ func (m *Manager) createHAPort(tx *store.Tx, r *store.Router, host string) error
 	if err != nil {
 		return fmt.Errorf("allocating HA port address: %w", err)
 	}
+	mac, err := ipam.AllocateMAC(tx, alloc.NetworkID, rnd)
+	if err != nil {
+		return fmt.Errorf("allocating HA port MAC: %w", err)
+	}
 	p := &store.Port{
 		ID: uuid.NewString(), NetworkID: alloc.NetworkID, ProjectID: "", Name: "HA port tenant " + hns[0].ProjectID,
-		AdminStateUp: true, MACAddress: ipam.RandomMAC(rnd), DeviceID: r.ID, DeviceOwner: OwnerHAInterface,
+		AdminStateUp: true, MACAddress: mac, DeviceID: r.ID, DeviceOwner: OwnerHAInterface,
 		Status: "DOWN", HostID: host, FixedIPs: []store.FixedIP{{SubnetID: subs[0].ID, IPAddress: ip}},
 	}
 	return tx.InsertPort(p)
+}
+
+// PortHost returns the binding:host_id for a new interface or gateway port
+// of r: for an HA router the host that reported active (preferring an alive
+// agent; "" while none has), for a legacy router its agent's host. Later
+// reports move the ports as they move the router's other ports.
+func (m *Manager) PortHost(tx *store.Tx, r *store.Router) (string, error) {
+	bs, err := tx.ListBindings(store.Where{"router_id": r.ID})
+	if err != nil {
+		return "", err
+	}
+	host := ""
+	for _, b := range bs {
+		if r.HA && b.HAState != agentapi.HAActive {
+			continue
+		}
+		a, err := tx.GetAgent(b.AgentID)
+		if err != nil {
+			return "", err
+		}
+		if Alive(a, tx.Now, m.cfg.AgentDownTime) {
+			return a.Host, nil
+		}
+		if host == "" {
+			host = a.Host
+		}
+	}
+	return host, nil
 }
 
 // Bind adds a router to a specific agent (l3-agent-router-add); this may

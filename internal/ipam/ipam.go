@@ -160,6 +160,25 @@ func RandomMAC(rnd *rand.Rand) string {
 	return fmt.Sprintf("fa:16:3e:%02x:%02x:%02x", byte(v>>16), byte(v>>8), byte(v))
 }
 
+// AllocateMAC returns a random MAC (RandomMAC) that no port of network uses.
+// 24 random bits are few: the hundreds of ports of one network (an HA
+// network holds up to 254 routers times their agents) would collide by the
+// birthday paradox every few thousand ports and fail the insert on the
+// (network, mac) unique constraint.
+func AllocateMAC(tx *store.Tx, networkID string, rnd *rand.Rand) (string, error) {
+	for range 16 {
+		mac := RandomMAC(rnd)
+		ps, err := tx.ListPorts(store.Where{"network_id": networkID, "mac_address": mac})
+		if err != nil {
+			return "", fmt.Errorf("checking MAC %s: %w", mac, err)
+		}
+		if len(ps) == 0 {
+			return mac, nil
+		}
+	}
+	return "", fmt.Errorf("no free MAC address on network %s: %w", networkID, ErrExhausted)
+}
+
 // VNIRange is the inclusive range tenant and HA VXLAN networks draw from.
 type VNIRange struct{ Min, Max int }
 
@@ -193,6 +212,24 @@ func AllocateFixedIP(tx *store.Tx, subnet *store.Subnet, requested string, seque
 			return "", "", err
 		}
 		return requested, holder, nil
+	}
+	if !sequential && rnd != nil {
+		// A sparse subnet (an HA subnet: hundreds of ports in 16k addresses)
+		// nearly always has a random address free: probe a few by index
+		// before reading every allocation of the subnet.
+		for range 4 {
+			a, err := PickAddress(subnet.AllocationPools, nil, false, rnd)
+			if err != nil {
+				break
+			}
+			holder, err := tx.IPAllocated(subnet.ID, a.String())
+			if err != nil {
+				return "", "", err
+			}
+			if holder == "" {
+				return a.String(), "", nil
+			}
+		}
 	}
 	used, err := tx.UsedIPs(subnet.ID)
 	if err != nil {

@@ -16,9 +16,9 @@ func TestDefaultPoolsExcludeGatewayNetworkAndBroadcast(t *testing.T) {
 		gateway *netip.Addr
 		want    []store.AllocationPool
 	}{
-		{"gateway first", "10.0.0.0/24", &gw, []store.AllocationPool{{"10.0.0.2", "10.0.0.254"}}},
-		{"no gateway", "10.0.0.0/24", nil, []store.AllocationPool{{"10.0.0.1", "10.0.0.254"}}},
-		{"ha subnet", "169.254.192.0/18", nil, []store.AllocationPool{{"169.254.192.1", "169.254.255.254"}}},
+		{"gateway first", "10.0.0.0/24", &gw, []store.AllocationPool{{Start: "10.0.0.2", End: "10.0.0.254"}}},
+		{"no gateway", "10.0.0.0/24", nil, []store.AllocationPool{{Start: "10.0.0.1", End: "10.0.0.254"}}},
+		{"ha subnet", "169.254.192.0/18", nil, []store.AllocationPool{{Start: "169.254.192.1", End: "169.254.255.254"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -43,13 +43,13 @@ func TestValidatePoolsRejectsBadPools(t *testing.T) {
 		pools []store.AllocationPool
 		ok    bool
 	}{
-		{"valid", []store.AllocationPool{{"10.0.0.10", "10.0.0.20"}}, true},
-		{"outside", []store.AllocationPool{{"10.0.1.10", "10.0.1.20"}}, false},
-		{"reversed", []store.AllocationPool{{"10.0.0.20", "10.0.0.10"}}, false},
-		{"contains gateway", []store.AllocationPool{{"10.0.0.1", "10.0.0.20"}}, false},
-		{"overlap", []store.AllocationPool{{"10.0.0.10", "10.0.0.20"}, {"10.0.0.15", "10.0.0.30"}}, false},
-		{"garbage", []store.AllocationPool{{"x", "10.0.0.20"}}, false},
-		{"broadcast", []store.AllocationPool{{"10.0.0.10", "10.0.0.255"}}, false},
+		{"valid", []store.AllocationPool{{Start: "10.0.0.10", End: "10.0.0.20"}}, true},
+		{"outside", []store.AllocationPool{{Start: "10.0.1.10", End: "10.0.1.20"}}, false},
+		{"reversed", []store.AllocationPool{{Start: "10.0.0.20", End: "10.0.0.10"}}, false},
+		{"contains gateway", []store.AllocationPool{{Start: "10.0.0.1", End: "10.0.0.20"}}, false},
+		{"overlap", []store.AllocationPool{{Start: "10.0.0.10", End: "10.0.0.20"}, {Start: "10.0.0.15", End: "10.0.0.30"}}, false},
+		{"garbage", []store.AllocationPool{{Start: "x", End: "10.0.0.20"}}, false},
+		{"broadcast", []store.AllocationPool{{Start: "10.0.0.10", End: "10.0.0.255"}}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -62,7 +62,7 @@ func TestValidatePoolsRejectsBadPools(t *testing.T) {
 }
 
 func TestPickAddressSequentialTakesLowestFree(t *testing.T) {
-	pools := []store.AllocationPool{{"10.0.0.2", "10.0.0.4"}, {"10.0.0.10", "10.0.0.10"}}
+	pools := []store.AllocationPool{{Start: "10.0.0.2", End: "10.0.0.4"}, {Start: "10.0.0.10", End: "10.0.0.10"}}
 	used := map[string]bool{"10.0.0.2": true, "10.0.0.3": true, "10.0.0.4": true}
 	a, err := PickAddress(pools, used, true, nil)
 	if err != nil || a.String() != "10.0.0.10" {
@@ -75,7 +75,7 @@ func TestPickAddressSequentialTakesLowestFree(t *testing.T) {
 }
 
 func TestPickAddressRandomNeverReturnsUsed(t *testing.T) {
-	pools := []store.AllocationPool{{"10.0.0.1", "10.0.0.8"}}
+	pools := []store.AllocationPool{{Start: "10.0.0.1", End: "10.0.0.8"}}
 	rnd := rand.New(rand.NewPCG(1, 2))
 	used := map[string]bool{}
 	for range 8 {

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -214,6 +215,47 @@ func writeJSONBody(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
+// builtState is the last desired state built for a host.
+type builtState struct {
+	rev  int64         // the revision known before the build began
+	etag string        // what it built
+	cost time.Duration // how long building took
+	at   time.Time     // when it was built
+}
+
+// builtStates remembers the last state built per host, so that an agent
+// coming back with that state is not answered by building it again, and so
+// that builds can be paced.
+type builtStates struct {
+	mu    sync.Mutex
+	hosts map[string]builtState
+}
+
+func (b *builtStates) load(host string) (builtState, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	st, ok := b.hosts[host]
+	return st, ok
+}
+
+func (b *builtStates) store(host string, st builtState) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.hosts == nil {
+		b.hosts = map[string]builtState{}
+	}
+	b.hosts[host] = st
+}
+
+// buildPause is how long after building a host's state the next build of
+// it waits when changes keep coming: building is O(routers on the host), so
+// rebuilding on every commit would make a stream of N creates cost O(N²) and
+// starve the API. Pausing for four times the last build's cost (capped at
+// 1 s) bounds each host's long-poll to a fifth of a CPU and batches the
+// changes; a small state builds in about a millisecond, so the pause is then
+// a few milliseconds.
+func buildPause(cost time.Duration) time.Duration { return min(4*cost, time.Second) }
+
 // waitState answers the long-poll: the host's desired state as soon as it
 // differs from what the agent holds (etag), or 204 after wait.
 func (s *Server) waitState(w http.ResponseWriter, r *http.Request) error {
@@ -232,9 +274,40 @@ func (s *Server) waitState(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), wait)
 	defer cancel()
+	paced := false
 	for {
 		rev := s.db.Revision()
+		if last, ok := s.built.load(host); ok && etag != "" && last.etag == etag && !paced {
+			if last.rev == rev {
+				// The agent holds what was built at this revision and nothing
+				// was committed since: wait without building it again.
+				if _, err := s.db.WaitRevision(ctx, rev); err != nil {
+					if r.Context().Err() != nil {
+						return nil
+					}
+					w.WriteHeader(http.StatusNoContent)
+					return nil
+				}
+			}
+			// Something changed: pace this host's builds (buildPause), so
+			// that a stream of changes is answered in batches.
+			if d := time.Until(last.at.Add(buildPause(last.cost))); d > 0 {
+				t := time.NewTimer(d)
+				select {
+				case <-t.C:
+				case <-ctx.Done(): // wait is over: build and answer now
+					t.Stop()
+					if r.Context().Err() != nil {
+						return nil
+					}
+				}
+			}
+			paced = true
+			continue
+		}
+		paced = false
 		var st *agentapi.DesiredState
+		began := time.Now()
 		err := s.db.Read(r.Context(), func(tx *store.Tx) error {
 			a, err := s.agentByHost(tx, host)
 			if err != nil {
@@ -249,6 +322,7 @@ func (s *Server) waitState(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
+		s.built.store(host, builtState{rev: rev, etag: st.ETag, cost: time.Since(began), at: time.Now()})
 		if st.ETag != etag {
 			writeJSONBody(w, http.StatusOK, st)
 			return nil

@@ -151,6 +151,7 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 	handler http.Handler
+	built   builtStates // last desired state built per host (agents.go)
 }
 
 // New opens the database and builds the server.

@@ -336,6 +336,13 @@ func (t *Tx) ListVRIDs(w Where) ([]VRIDAllocation, error) {
 	return out, rows.Err()
 }
 
+// CountVRIDs counts the VRIDs allocated on an HA network.
+func (t *Tx) CountVRIDs(networkID string) (int, error) {
+	var n int
+	err := t.queryRow("SELECT COUNT(*) FROM ha_vrids WHERE network_id=?", networkID).Scan(&n)
+	return n, err
+}
+
 // DeleteVRID frees a router's VRID.
 func (t *Tx) DeleteVRID(routerID string) error {
 	_, err := t.exec("DELETE FROM ha_vrids WHERE router_id=?", routerID)

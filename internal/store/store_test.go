@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -114,6 +115,13 @@ func metaRevision(t *testing.T, db *store.DB) string {
 		t.Fatal(err)
 	}
 	return strings.Join(d["meta"], "|")
+}
+
+// sortedIPs orders fixed IPs by address (the store orders them by subnet id).
+func sortedIPs(ips []store.FixedIP) []store.FixedIP {
+	out := slices.Clone(ips)
+	slices.SortFunc(out, func(a, b store.FixedIP) int { return strings.Compare(a.IPAddress, b.IPAddress) })
+	return out
 }
 
 // sameTime compares times at the store's precision (microseconds).
@@ -420,7 +428,7 @@ func testPorts(t *testing.T, _, url string) {
 		want := *p
 		if got.ID != want.ID || got.NetworkID != n.ID || got.MACAddress != want.MACAddress || got.DeviceID != "dev1" ||
 			got.DeviceOwner != "compute:nova" || got.HostID != "cmp1" || got.Status != "DOWN" || !got.AdminStateUp || got.Revision != 1 ||
-			!reflect.DeepEqual(got.FixedIPs, want.FixedIPs) {
+			!reflect.DeepEqual(sortedIPs(got.FixedIPs), sortedIPs(want.FixedIPs)) {
 			t.Errorf("port round trip: got %+v, want %+v", got, want)
 		}
 		ports, err := tx.ListPorts(store.Where{"device_id": "dev1"})
@@ -771,6 +779,14 @@ func testHANetworksAndVRIDs(t *testing.T, _, url string) {
 		wantV := []store.VRIDAllocation{{NetworkID: n1.ID, VRID: 1, RouterID: r2.ID}, {NetworkID: n1.ID, VRID: 254, RouterID: r1.ID}}
 		if !reflect.DeepEqual(vs, wantV) {
 			t.Errorf("VRIDs = %v, want %v", vs, wantV)
+		}
+		for _, c := range []struct {
+			net  string
+			want int
+		}{{n1.ID, 2}, {n2.ID, 0}} {
+			if got, err := tx.CountVRIDs(c.net); err != nil || got != c.want {
+				t.Errorf("CountVRIDs(%s) = %d, %v; want %d", c.net, got, err, c.want)
+			}
 		}
 		return nil
 	})
