@@ -19,6 +19,7 @@ func main() {
 	}
 	agent := newAgentCommand()
 	root.AddCommand(newServerCommand(), agent)
+	root.AddCommand(newLabCommand())
 	cli.Register(root, agent)
 	if err := root.Execute(); err != nil {
 		// Client verbs print their own errors; daemons return theirs here.

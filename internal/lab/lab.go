@@ -1,0 +1,597 @@
+package lab
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// DefaultRunDir is the parent of the default lab directories.
+const DefaultRunDir = "/run/l3ha-lab"
+
+// DefaultAgentDownTime is the lab server's agent_down_time (seconds): short,
+// so that a dead node shows in the API within seconds.
+const DefaultAgentDownTime = 10
+
+// Data planes an agent can run.
+const (
+	DataplaneLinux = "linux"
+	DataplaneFake  = "fake"
+)
+
+// Options configure a lab.
+type Options struct {
+	// Name is the lab's name (default "lab"); its namespaces are
+	// l3ha-<name>-*.
+	Name string
+	// Dir holds lab.json, the agent token, state directories and logs
+	// (default /run/l3ha-lab/<name>).
+	Dir string
+	// Binary is the l3ha binary the daemons run (default: this executable).
+	Binary string
+	// Dataplane is passed to every agent as --dataplane (linux or fake).
+	Dataplane string
+	// HADriver and AdvertInt are passed to every agent as --ha-driver and
+	// --ha-vrrp-advert-int when not empty.
+	HADriver  string
+	AdvertInt string
+	// AgentDownTime is the server's agent_down_time in seconds (default 10).
+	AgentDownTime int
+	// Out receives progress messages (nil: discarded).
+	Out io.Writer
+}
+
+func (o *Options) setDefaults() error {
+	if o.Name == "" {
+		o.Name = "lab"
+	}
+	if err := ValidateName(o.Name); err != nil {
+		return err
+	}
+	if o.Dir == "" {
+		o.Dir = filepath.Join(DefaultRunDir, o.Name)
+	}
+	dir, err := filepath.Abs(o.Dir)
+	if err != nil {
+		return err
+	}
+	o.Dir = dir
+	if o.Binary == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("finding the l3ha binary: %w", err)
+		}
+		o.Binary = exe
+	}
+	if o.Dataplane == "" {
+		o.Dataplane = DataplaneLinux
+	}
+	if o.Dataplane != DataplaneLinux && o.Dataplane != DataplaneFake {
+		return fmt.Errorf("--dataplane %q: want %s or %s", o.Dataplane, DataplaneLinux, DataplaneFake)
+	}
+	if o.AgentDownTime == 0 {
+		o.AgentDownTime = DefaultAgentDownTime
+	}
+	if o.AgentDownTime < 2 {
+		return fmt.Errorf("agent down time %d s: want at least 2", o.AgentDownTime)
+	}
+	if o.Out == nil {
+		o.Out = io.Discard
+	}
+	return nil
+}
+
+func (o *Options) sayf(format string, args ...any) { fmt.Fprintf(o.Out, format+"\n", args...) }
+
+func requireRoot() error {
+	if os.Geteuid() != 0 {
+		return errors.New("the lab creates network namespaces: run it as root")
+	}
+	return nil
+}
+
+// Paths inside the lab directory.
+func tokenPath(dir string) string          { return filepath.Join(dir, "agent-token") }
+func logPath(dir, proc string) string      { return filepath.Join(dir, "logs", proc+".log") }
+func serverStateDir(dir string) string     { return filepath.Join(dir, "server") }
+func nodeStateDir(dir, node string) string { return filepath.Join(dir, "nodes", node) }
+
+// serverURL is the URL of the lab's server (reachable inside the lab only).
+func serverURL() string { return "http://" + ControllerIP + ":" + strconv.Itoa(ServerPort) }
+
+// apiFor returns a client of the lab's server that connects from inside the
+// controller's namespace.
+func apiFor(lab string) *apiClient {
+	return newAPIClient(NodeNamespace(lab, controllerNode().Name), serverURL())
+}
+
+// existingNamespaces returns the namespaces of lab that exist now (mounted
+// or stale files).
+func existingNamespaces(lab string) ([]string, error) {
+	return listNamespaces(func(ns string) bool { return ownsNamespace(lab, ns) })
+}
+
+// Up builds the lab and starts its server and agents. It fails if any of
+// the lab's namespaces exists already. On failure it removes what it made
+// (logs are kept) and says where the logs are.
+func Up(ctx context.Context, o Options) (*State, error) {
+	if err := o.setDefaults(); err != nil {
+		return nil, err
+	}
+	if err := requireRoot(); err != nil {
+		return nil, err
+	}
+	if nss, err := existingNamespaces(o.Name); err != nil {
+		return nil, err
+	} else if len(nss) > 0 {
+		return nil, fmt.Errorf("lab %q exists already (%s): run `l3ha lab down --name %s` first", o.Name, strings.Join(nss, ", "), o.Name)
+	}
+	if st, _ := LoadState(o.Dir); st != nil {
+		for _, p := range st.Processes {
+			if p.running() {
+				return nil, fmt.Errorf("lab %q still has processes running (%s pid %d): run `l3ha lab down --name %s` first", o.Name, p.Name, p.PID, o.Name)
+			}
+		}
+	}
+	// A fresh lab: no database or agent state from an earlier one.
+	if err := cleanDir(o.Dir, true); err != nil {
+		return nil, err
+	}
+	st, err := up(ctx, &o)
+	if err != nil {
+		derr := Down(DownOptions{Name: o.Name, Dir: o.Dir, KeepLogs: true})
+		msg := fmt.Sprintf("lab up: %v", err)
+		if derr != nil {
+			msg += fmt.Sprintf("\ncleaning up also failed: %v", derr)
+		}
+		return nil, fmt.Errorf("%s\n(logs: %s)", msg, filepath.Join(o.Dir, "logs"))
+	}
+	return st, nil
+}
+
+func up(ctx context.Context, o *Options) (*State, error) {
+	if err := os.MkdirAll(filepath.Join(o.Dir, "logs"), 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(tokenPath(o.Dir), []byte(randomHex(16)+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	st := &State{
+		Name: o.Name, Dir: o.Dir, Binary: o.Binary, CreatedAt: time.Now().UTC(),
+		Dataplane: o.Dataplane, HADriver: o.HADriver, AdvertInt: o.AdvertInt,
+		AgentDownTime: o.AgentDownTime, ServerURL: serverURL(), Processes: []Process{},
+	}
+	if err := st.Save(); err != nil {
+		return nil, err
+	}
+	caps, err := probeAgent(ctx, o.Binary)
+	if err != nil {
+		return nil, err
+	}
+	agentArgs := map[string][]string{}
+	for _, n := range Nodes {
+		a, err := agentArgv(st, n, caps)
+		if err != nil {
+			return nil, err
+		}
+		agentArgs[n.Name] = a
+	}
+
+	o.sayf("creating namespaces %s{%s}", nsPrefix(o.Name), strings.Join(labRoles(), ","))
+	if err := buildTopology(o.Name); err != nil {
+		return nil, err
+	}
+
+	ctl := controllerNode()
+	o.sayf("starting server on %s in %s", st.ServerURL, NodeNamespace(o.Name, ctl.Name))
+	srv, _, err := startDaemon("server", ctl.Name, NodeNamespace(o.Name, ctl.Name), serverArgv(st), logPath(o.Dir, "server"))
+	if err != nil {
+		return nil, err
+	}
+	st.setProcess(srv)
+	if err := st.Save(); err != nil {
+		return nil, err
+	}
+	api := apiFor(o.Name)
+	defer api.close()
+	if err := waitFor(ctx, 30*time.Second, "the server to answer", func() (bool, error) {
+		if !srv.running() {
+			return false, exited(srv)
+		}
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		return api.ping(pctx) == nil, nil
+	}); err != nil {
+		return nil, err
+	}
+
+	var agents []Process
+	for _, n := range Nodes {
+		name := "agent-" + n.Name
+		o.sayf("starting %s (%s)", name, strings.Join(agentArgs[n.Name][1:], " "))
+		p, _, err := startDaemon(name, n.Name, NodeNamespace(o.Name, n.Name), agentArgs[n.Name], logPath(o.Dir, name))
+		if err != nil {
+			return nil, err
+		}
+		st.setProcess(p)
+		agents = append(agents, p)
+		if err := st.Save(); err != nil {
+			return nil, err
+		}
+	}
+	var registered []apiAgent
+	if err := waitFor(ctx, 30*time.Second, "every agent to register", func() (bool, error) {
+		for _, p := range agents {
+			if !p.running() {
+				return false, exited(p)
+			}
+		}
+		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		list, err := api.agents(actx)
+		if err != nil {
+			return false, nil
+		}
+		alive := 0
+		for _, n := range Nodes {
+			for _, a := range list {
+				if a.Host == n.Name && a.Alive {
+					alive++
+					break
+				}
+			}
+		}
+		registered = list
+		return alive == len(Nodes), nil
+	}); err != nil {
+		return nil, err
+	}
+	if !caps.dvr {
+		// The agent cannot run in dvr mode yet: keep routers off the compute
+		// node by disabling its (legacy) agent.
+		for _, a := range registered {
+			if n, ok := nodeByName(a.Host); ok && !n.Network {
+				err := api.do(ctx, http.MethodPut, "/v2.0/agents/"+a.ID, map[string]any{"agent": map[string]any{"admin_state_up": false}}, nil)
+				if err != nil {
+					return nil, fmt.Errorf("disabling the compute node's agent: %w", err)
+				}
+				st.ComputeAgentDisabled = true
+				o.sayf("note: the agent does not accept --agent-mode dvr; %s runs a legacy agent with admin_state_up=false", a.Host)
+			}
+		}
+		if err := st.Save(); err != nil {
+			return nil, err
+		}
+	}
+	o.sayf("lab %q is up: %d agents registered (dir %s)", o.Name, len(Nodes), o.Dir)
+	return st, nil
+}
+
+// exited describes a daemon that is gone, with the end of its log.
+func exited(p Process) error {
+	msg := fmt.Sprintf("%s (pid %d) exited", p.Name, p.PID)
+	if t := tailFile(p.Log, 15); t != "" {
+		msg += "; end of " + p.Log + ":\n" + t
+	}
+	return errors.New(msg)
+}
+
+// waitFor polls cond until it is true, it fails, ctx ends or timeout passes.
+func waitFor(ctx context.Context, timeout time.Duration, what string, cond func() (bool, error)) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, err := cond()
+		if err != nil {
+			return fmt.Errorf("waiting for %s: %w", what, err)
+		}
+		if ok {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out after %s waiting for %s", timeout, what)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// serverArgv is the server's command line.
+func serverArgv(st *State) []string {
+	return []string{
+		st.Binary, "server",
+		"--bind", ControllerIP + ":" + strconv.Itoa(ServerPort),
+		"--state-dir", serverStateDir(st.Dir),
+		"--agent-token-file", tokenPath(st.Dir),
+		"--auth-strategy", "noauth",
+		"--l3-ha", "true",
+		"--agent-down-time", strconv.Itoa(st.AgentDownTime),
+		"--min-l3-agents-per-router", "2",
+		"--max-l3-agents-per-router", "2",
+	}
+}
+
+// agentCaps is what the agent binary accepts, from `l3ha agent --help`.
+type agentCaps struct {
+	flags map[string]bool // long flag names without "--"
+	dvr   bool            // --agent-mode accepts dvr
+}
+
+var (
+	helpFlag = regexp.MustCompile(`--([a-z0-9][a-z0-9-]*)`)
+	dvrWord  = regexp.MustCompile(`\bdvr\b($|[^_])`)
+)
+
+// parseAgentHelp reads the flags (and whether agent mode dvr is offered)
+// from the text of `l3ha agent --help`.
+func parseAgentHelp(help string) agentCaps {
+	c := agentCaps{flags: map[string]bool{}}
+	for _, line := range strings.Split(help, "\n") {
+		t := strings.TrimSpace(line)
+		if !strings.HasPrefix(t, "-") {
+			continue // flag lines only
+		}
+		for _, m := range helpFlag.FindAllStringSubmatch(t, -1) {
+			c.flags[m[1]] = true
+			if m[1] == "agent-mode" {
+				if _, usage, ok := strings.Cut(t, "--agent-mode"); ok && dvrWord.MatchString(usage) {
+					c.dvr = true
+				}
+			}
+			break // the first --name of a line is its flag
+		}
+	}
+	return c
+}
+
+// probeAgent runs `<binary> agent --help` and parses it.
+func probeAgent(ctx context.Context, binary string) (agentCaps, error) {
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, binary, "agent", "--help")
+	cmd.Env = childEnv()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return agentCaps{}, fmt.Errorf("%s agent --help: %w\n%s", binary, err, out)
+	}
+	return parseAgentHelp(string(out)), nil
+}
+
+// agentArgv is the command line of node n's agent. Flags that the agent does
+// not know yet are left out when the lab can do without them (the fake data
+// plane needs none of them); the Linux data plane cannot, so a missing one is
+// an error that names it.
+func agentArgv(st *State, n Node, caps agentCaps) ([]string, error) {
+	argv := []string{st.Binary, "agent",
+		"--host", n.Name,
+		"--server", st.ServerURL,
+		"--agent-token-file", tokenPath(st.Dir),
+		"--state-dir", nodeStateDir(st.Dir, n.Name),
+		"--local-ip", n.FabricIP,
+		"--dataplane", st.Dataplane,
+	}
+	mode := "legacy"
+	if !n.Network && caps.dvr {
+		mode = "dvr"
+	}
+	argv = append(argv, "--agent-mode", mode)
+	var missing []string
+	opt := func(flag, value string, required bool) {
+		if caps.flags[flag] {
+			argv = append(argv, "--"+flag, value)
+		} else if required {
+			missing = append(missing, "--"+flag)
+		}
+	}
+	linux := st.Dataplane == DataplaneLinux
+	opt("netns-suffix", NetnsSuffix(st.Name, n.Name), linux)
+	if n.Network {
+		opt("physical-interface-mappings", PhysicalNetwork+":"+devExternal, linux)
+	}
+	if st.HADriver != "" {
+		opt("ha-driver", st.HADriver, true)
+	}
+	if st.AdvertInt != "" {
+		opt("ha-vrrp-advert-int", st.AdvertInt, true)
+	}
+	for _, f := range []string{"host", "server", "agent-token-file", "state-dir", "local-ip", "dataplane", "agent-mode"} {
+		if !caps.flags[f] {
+			missing = append(missing, "--"+f)
+		}
+	}
+	if len(missing) > 0 {
+		sort.Strings(missing)
+		return nil, fmt.Errorf("`%s agent` does not accept %s, which the lab needs (with --dataplane %s)", st.Binary, strings.Join(missing, ", "), st.Dataplane)
+	}
+	return argv, nil
+}
+
+// labEntries are the names a lab creates in its directory; nothing else
+// there is ever removed (the directory may be one the user named).
+var labEntries = []string{stateFile, "agent-token", "server", "nodes", "logs"}
+
+// cleanDir removes what the lab made in dir (with keepLogs, not the logs),
+// and dir itself if that leaves it empty.
+func cleanDir(dir string, keepLogs bool) error {
+	var errs []error
+	for _, e := range labEntries {
+		if keepLogs && e == "logs" {
+			continue
+		}
+		errs = append(errs, os.RemoveAll(filepath.Join(dir, e)))
+	}
+	// Temporary state files of an interrupted Save.
+	if tmps, err := filepath.Glob(filepath.Join(dir, stateFile+".*")); err == nil {
+		for _, f := range tmps {
+			errs = append(errs, os.Remove(f))
+		}
+	}
+	if err := os.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTEMPTY) && !errors.Is(err, syscall.EEXIST) {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// DownOptions select the lab to remove.
+type DownOptions struct {
+	Name string
+	Dir  string
+	// KeepLogs leaves <dir>/logs in place.
+	KeepLogs bool
+	Out      io.Writer
+}
+
+// Down removes the lab: it stops the processes recorded in lab.json
+// (checking each one's identity first), then every other process that lives
+// in one of the lab's namespaces, deletes the lab's namespaces (its own and
+// the router namespaces its agents made) and its directory. It works without
+// lab.json (namespace names derive from the lab name) and on a lab that does
+// not exist: it is idempotent.
+func Down(o DownOptions) error {
+	opts := Options{Name: o.Name, Dir: o.Dir, Binary: "-", Out: o.Out}
+	if err := opts.setDefaults(); err != nil {
+		return err
+	}
+	if err := requireRoot(); err != nil {
+		return err
+	}
+	var errs []error
+	st, err := LoadState(opts.Dir)
+	if err != nil {
+		opts.sayf("ignoring unreadable state file: %v", err)
+	}
+	if st != nil {
+		// Agents first (a graceful agent may still talk to the server), then
+		// the server.
+		var agents, servers []Process
+		for _, p := range st.Processes {
+			if p.Name == "server" {
+				servers = append(servers, p)
+			} else {
+				agents = append(agents, p)
+			}
+		}
+		for _, group := range [][]Process{agents, servers} {
+			if left := stopProcesses(group); len(left) > 0 {
+				errs = append(errs, fmt.Errorf("processes %v did not stop", left))
+			}
+		}
+	}
+	// Whatever still runs in the lab's namespaces: pingers, keepalived,
+	// daemons whose record was lost.
+	for range 3 {
+		nss, err := existingNamespaces(opts.Name)
+		if err != nil {
+			errs = append(errs, err)
+			break
+		}
+		inodes := map[uint64]bool{}
+		for _, ns := range nss {
+			if ino := nsInode(ns); ino != 0 {
+				inodes[ino] = true
+			}
+		}
+		pids := pidsInNamespaces(inodes)
+		if len(pids) == 0 {
+			break
+		}
+		opts.sayf("stopping %d process(es) in the lab's namespaces: %v", len(pids), pids)
+		stopPIDs(pids, func(pid int) bool {
+			ino, ok := netnsOfPID(pid)
+			return ok && inodes[ino]
+		}, 5*time.Second)
+	}
+	// Daemons of this lab whose record was lost and whose namespace was
+	// deleted behind the lab's back: their command line names the lab's
+	// token file, which no other process does.
+	if pids := pidsWithArgs("--agent-token-file", tokenPath(opts.Dir)); len(pids) > 0 {
+		opts.sayf("stopping %d process(es) of the lab outside its namespaces: %v", len(pids), pids)
+		stopPIDs(pids, func(pid int) bool {
+			return len(pidsWithArgs("--agent-token-file", tokenPath(opts.Dir), pid)) == 1
+		}, 5*time.Second)
+	}
+	nss, err := existingNamespaces(opts.Name)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	// Router namespaces first, then the nodes, then the switches.
+	sort.SliceStable(nss, func(i, j int) bool { return nsOrder(opts.Name, nss[i]) < nsOrder(opts.Name, nss[j]) })
+	for _, ns := range nss {
+		flushLinks(ns)
+		if err := deleteNamespace(ns); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(nss) > 0 {
+		opts.sayf("deleted namespaces %s", strings.Join(nss, " "))
+	}
+	if left, err := existingNamespaces(opts.Name); err == nil && len(left) > 0 {
+		errs = append(errs, fmt.Errorf("namespaces left: %s", strings.Join(left, " ")))
+	}
+	if err := cleanDir(opts.Dir, o.KeepLogs); err != nil {
+		errs = append(errs, err)
+	}
+	if !o.KeepLogs {
+		// Remove the parent too when it is the default one and now empty.
+		if filepath.Dir(opts.Dir) == DefaultRunDir {
+			_ = os.Remove(DefaultRunDir)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// nsOrder sorts namespaces for deletion: agents' namespaces, instance,
+// nodes, then the switches.
+func nsOrder(lab, ns string) int {
+	switch ns {
+	case NodeNamespace(lab, instanceNS), NodeNamespace(lab, upstreamNS):
+		return 1
+	case NodeNamespace(lab, fabricNS), NodeNamespace(lab, externalNS):
+		return 3
+	}
+	if strings.HasPrefix(ns, nsPrefix(lab)) {
+		return 2
+	}
+	return 0
+}
+
+// stopProcesses stops the recorded processes that are still the lab's and
+// returns the names of those that survived.
+func stopProcesses(ps []Process) []string {
+	byPID := map[int]Process{}
+	var pids []int
+	for _, p := range ps {
+		if p.running() {
+			byPID[p.PID] = p
+			pids = append(pids, p.PID)
+		}
+	}
+	left := stopPIDs(pids, func(pid int) bool { return byPID[pid].running() }, 5*time.Second)
+	var names []string
+	for _, pid := range left {
+		names = append(names, fmt.Sprintf("%s (pid %d)", byPID[pid].Name, pid))
+	}
+	return names
+}
