@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -142,10 +143,26 @@ func runAgentCommand(cmd *cobra.Command, o *agentOptions) error {
 	if parent == nil {
 		parent = context.Background()
 	}
-	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	// SIGTERM/SIGINT stop the agent gracefully: its masters resign so the
+	// backups take over at once. SIGUSR2 exits for a restart or upgrade: VRRP
+	// keeps running and the next agent adopts it without a transition.
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGUSR2)
+	defer signal.Stop(sigs)
+	var stopForRestart atomic.Bool
+	go func() {
+		select {
+		case sig := <-sigs:
+			stopForRestart.Store(sig == syscall.SIGUSR2)
+			logger.Info("stopping l3ha agent", "signal", sig.String(), "resign_masters", sig != syscall.SIGUSR2)
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	logger.Info("starting l3ha agent", "host", o.host, "dataplane", o.dataplane, "state_dir", o.stateDir)
-	return agent.Run(ctx, agent.Config{
+	err = agent.Run(ctx, agent.Config{
 		Host:       o.host,
 		ServerURL:  o.server,
 		AgentToken: token,
@@ -153,6 +170,17 @@ func runAgentCommand(cmd *cobra.Command, o *agentOptions) error {
 		AgentMode:  o.agentMode,
 		LocalIP:    o.localIP,
 	}, dp, logger)
+	if s, ok := dp.(interface {
+		Stop(context.Context, bool) error
+	}); ok {
+		sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer scancel()
+		if serr := s.Stop(sctx, !stopForRestart.Load()); serr != nil {
+			logger.Error("stopping the data plane", "err", serr)
+			err = errors.Join(err, serr)
+		}
+	}
+	return err
 }
 
 // agentToken picks the token from --agent-token or --agent-token-file (or

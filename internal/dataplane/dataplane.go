@@ -35,6 +35,11 @@ type HADriver interface {
 	Remove(ctx context.Context, routerID string) error
 	// Running lists the routers the driver runs VRRP for.
 	Running() []string
+	// Stop ends the driver when the agent exits. With resign (a graceful
+	// stop) every master hands over at once (VRRP priority 0); without it
+	// (a restart or upgrade) VRRP keeps running so the next agent adopts it
+	// and no router changes master.
+	Stop(ctx context.Context, resign bool) error
 }
 
 // Config configures the Linux data plane.
@@ -79,6 +84,12 @@ func (l *Linux) Start(ctx context.Context, report agent.ReportFunc) error {
 	return l.driver.Start(ctx, func(routerID, state string) {
 		report(agent.Transition{RouterID: routerID, State: state})
 	})
+}
+
+// Stop ends the data plane when the agent exits: see HADriver.Stop. The
+// kernel objects stay: a restarted agent adopts them.
+func (l *Linux) Stop(ctx context.Context, resign bool) error {
+	return l.driver.Stop(ctx, resign)
 }
 
 // Apply implements agent.Dataplane.

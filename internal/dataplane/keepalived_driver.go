@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/l3ha/l3ha/internal/keepalived"
@@ -31,11 +32,26 @@ func (d *KeepalivedDriver) Start(ctx context.Context, report func(routerID, stat
 	}
 	d.m = m
 	_, err = m.Adopt(ctx)
-	go func() {
-		<-ctx.Done()
-		_ = m.Close()
-	}()
 	return err
+}
+
+// Stop implements HADriver. Resigning stops each keepalived, which sends
+// priority-0 adverts and drops the router's addresses; otherwise the
+// processes are left running for the next agent to adopt.
+func (d *KeepalivedDriver) Stop(ctx context.Context, resign bool) error {
+	if d.m == nil {
+		return nil
+	}
+	var errs []error
+	if resign {
+		for _, id := range d.m.Routers() {
+			if err := d.m.Remove(ctx, id); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	errs = append(errs, d.m.Close())
+	return errors.Join(errs...)
 }
 
 // Ensure implements HADriver.

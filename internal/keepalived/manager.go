@@ -451,7 +451,7 @@ func (m *Manager) watchSpec(r *router) watchSpec {
 		RouterID:  id,
 		Namespace: r.ns,
 		VIP:       r.cfg.VIP(),
-		Delay:     r.cfg.Advert(),
+		Delay:     FlapHold(r.cfg.Advert()),
 		Log:       log,
 		Report: func(state string) {
 			m.stateMu.Lock()
@@ -463,6 +463,12 @@ func (m *Manager) watchSpec(r *router) watchSpec {
 		},
 	}
 }
+
+// FlapHold is how long a VIP change must persist before it is reported:
+// one advert interval as Neutron (LP#1837635), but at most a second, so that
+// at Neutron's 2 s adverts the API still shows a new master within 2 s of the
+// kernel transition.
+func FlapHold(advert time.Duration) time.Duration { return min(advert, time.Second) }
 
 // adoptLocked takes over r's keepalived if one runs from r's files.
 func (m *Manager) adoptLocked(r *router) bool {

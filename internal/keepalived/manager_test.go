@@ -596,7 +596,7 @@ func TestWatcherFollowsConfig(t *testing.T) {
 		t.Fatalf("watchers started = %d, want 3", len(m.watches))
 	}
 	w := m.watches
-	if w[0].VIP.String() != "169.254.0.7/24" || w[0].Delay != 3*time.Second || w[1].Delay != time.Second || w[2].VIP.String() != "169.254.0.8/24" || w[2].Namespace != "ns1" {
+	if w[0].VIP.String() != "169.254.0.7/24" || w[0].Delay != FlapHold(3*time.Second) || w[1].Delay != time.Second || w[2].VIP.String() != "169.254.0.8/24" || w[2].Namespace != "ns1" {
 		t.Errorf("watch specs = %+v", w)
 	}
 	if st, _ := m.Status("r1"); st.State != "standby" {

@@ -352,6 +352,11 @@ func (s *Server) haStates(w http.ResponseWriter, r *http.Request) error {
 	}
 	states := maps.Clone(rep.States)
 	err := s.db.WriteQuiet(r.Context(), func(tx *store.Tx) error {
+		// A router port created concurrently must either see this report
+		// (and take the active host) or be seen by it.
+		if err := tx.LockWrites(); err != nil {
+			return err
+		}
 		a, err := s.agentByHost(tx, rep.Host)
 		if err != nil {
 			return err
@@ -369,6 +374,23 @@ func (s *Server) haStates(w http.ResponseWriter, r *http.Request) error {
 				continue
 			}
 			if st == agentapi.HAActive {
+				// VRRP has one master: a fresh active report supersedes older
+				// claims (a node that just died still looks alive until
+				// agent_down_time). Two live masters would keep reporting,
+				// and are logged here as split brain.
+				bs, err := tx.ListBindings(store.Where{"router_id": routerID, "ha_state": agentapi.HAActive})
+				if err != nil {
+					return err
+				}
+				for _, b := range bs {
+					if b.AgentID == a.ID {
+						continue
+					}
+					if _, err := tx.SetHAState(routerID, b.AgentID, agentapi.HAStandby); err != nil {
+						return err
+					}
+					s.log.Warn("router reported active by a new master; the previous active binding is now shown standby (if both stay master this is split brain)", "router_id", routerID, "host", rep.Host, "previous_agent_id", b.AgentID)
+				}
 				ports, err := tx.ListPorts(store.Where{"device_id": routerID, "device_owner": []string{ha.OwnerReplicatedInterface, ha.OwnerRouterInterface, ha.OwnerRouterGateway}})
 				if err != nil {
 					return err
