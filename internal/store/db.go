@@ -322,6 +322,21 @@ func (db *DB) WriteQuiet(ctx context.Context, fn func(*Tx) error) error {
 	return err
 }
 
+// LockWrites serializes a quiet write with every Write, as if it were one
+// but without bumping the revision, so that neither misses rows the other
+// commits meanwhile (on PostgreSQL it locks the revision row; SQLite's single
+// writer connection already serializes).
+func (t *Tx) LockWrites() error {
+	if t.db.dialect != Postgres {
+		return nil
+	}
+	var rev int64
+	if err := t.queryRow("SELECT revision FROM meta WHERE id = 1 FOR UPDATE").Scan(&rev); err != nil {
+		return fmt.Errorf("locking writes: %w", err)
+	}
+	return nil
+}
+
 func (db *DB) write(ctx context.Context, bump bool, fn func(*Tx) error) (int64, error) {
 	var rev int64
 	err := db.retry(ctx, func() error {
