@@ -21,20 +21,23 @@ deps:
 postgres: deps
 	@scripts/postgres.sh
 
-# Every tier: vet, unit and API tests on SQLite and PostgreSQL (with the real
-# openstack client), race detector on the concurrent packages, and a short
-# run of every fuzz target.
+# Every tier: vet; unit, API (SQLite and PostgreSQL, the real openstack
+# client), kernel (throwaway namespaces) and lab end-to-end tests, one
+# package at a time so timing-sensitive kernel tests do not compete for the
+# two cores; the race detector on the concurrent packages; a short run of
+# every fuzz target.
 test: deps build
 	$(GO) vet $(PKGS)
 	@pg=$$(scripts/postgres.sh) && \
-	  L3HA_TEST_POSTGRES="$$pg" L3HA_TEST_REQUIRE_POSTGRES=1 L3HA_TEST_REQUIRE_ALL=1 \
-	  $(GO) test -count=1 -timeout 30m $(PKGS)
+	  L3HA_TEST_POSTGRES="$$pg" L3HA_TEST_REQUIRE_POSTGRES=1 L3HA_TEST_REQUIRE_ALL=1 L3HA_LAB_E2E=1 \
+	  $(GO) test -count=1 -p 1 -timeout 45m $(PKGS)
 	$(GO) test -count=1 -race -timeout 15m $(RACE_PKGS)
 	$(MAKE) --no-print-directory fuzz
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=10s ./internal/vrrp
 	$(GO) test -run='^$$' -fuzz='^FuzzAPIRequestBodies$$' -fuzztime=10s ./internal/api
+	$(GO) test -run='^$$' -fuzz='^FuzzPingLogLine$$' -fuzztime=5s ./internal/lab
 
 # Control-plane benchmark: 1000 HA routers created through the API with 3
 # fake agents, on SQLite and PostgreSQL (p50/p99/total).
@@ -42,12 +45,12 @@ bench: deps build
 	@pg=$$(scripts/postgres.sh) && \
 	  L3HA_TEST_POSTGRES="$$pg" L3HA_BENCH=1 $(GO) test -count=1 -run 'TestCreate1000HARoutersLatency' -v ./internal/server
 
+# The blog's failover test in a lab of namespaces: HA router on two network
+# nodes, the instance pinging upstream every 10 ms, the master's ha- device
+# taken down. The lab is torn down at the end.
 demo: deps build
-	@echo "l3ha demo: the control plane is built ($(BIN))."
-	@echo "The lab failover scenario (l3ha lab failover) arrives with the Linux data plane;"
-	@echo "until then, this runs the control-plane scenario: a server, two fake-dataplane"
-	@echo "agents, an HA router, and the l3-agent table with one active and one standby."
-	@scripts/demo-controlplane.sh $(BIN)
+	@$(BIN) lab down --name demo >/dev/null 2>&1 || true
+	$(BIN) lab failover --name demo --fault ha-link
 
 clean:
 	rm -rf bin
