@@ -834,9 +834,7 @@ func TestL3AgentsNeverShowADeadAgentActive(t *testing.T) {
 			})
 
 			// VRRP on the survivor takes over; the API shows it.
-			if err := c.agents[survivor].Dataplane.SetState(rid, agentapi.HAActive); err != nil {
-				t.Fatal(err)
-			}
+			c.setHAState(survivor, rid, agentapi.HAActive)
 			c.waitHAStates(rid, func(states map[string]string) error {
 				if states[survivor] != "active" || states[active] != "standby" {
 					return fmt.Errorf("ha_states %v, want %s active and dead %s standby", states, survivor, active)
@@ -933,12 +931,8 @@ func TestRouterPortsFollowTheActiveHost(t *testing.T) {
 			}
 
 			// Failover: the standby becomes master, the old master backup.
-			if err := c.agents[active].Dataplane.SetState(rid, agentapi.HAStandby); err != nil {
-				t.Fatal(err)
-			}
-			if err := c.agents[standby].Dataplane.SetState(rid, agentapi.HAActive); err != nil {
-				t.Fatal(err)
-			}
+			c.setHAState(active, rid, agentapi.HAStandby)
+			c.setHAState(standby, rid, agentapi.HAActive)
 			c.waitHAStates(rid, func(states map[string]string) error {
 				if states[standby] != "active" || states[active] != "standby" {
 					return fmt.Errorf("ha_states %v, want %s active after the failover", states, standby)
@@ -950,6 +944,44 @@ func TestRouterPortsFollowTheActiveHost(t *testing.T) {
 			// A port added after the failover is bound to the current master.
 			demo.mustDo("PUT", "/v2.0/routers/"+rid+"/add_router_interface", haObj{"subnet_id": sub2}, http.StatusOK)
 			wantPortsOn(standby, 3)
+		})
+	}
+}
+
+// TestRouterPortsAddedWhileTheMasterReportsFollowIt: interfaces added while
+// the agents' first ha_state reports come in are bound to the master too —
+// the report and the new port must not miss each other (on PostgreSQL the
+// quiet report transaction once ran beside the port's and both missed).
+func TestRouterPortsAddedWhileTheMasterReportsFollowIt(t *testing.T) {
+	for _, backend := range servertest.Backends(t) {
+		t.Run(backend, func(t *testing.T) {
+			c := newHACloud(t, servertest.Options{Backend: backend})
+			c.startAgents("net1", "net2")
+			admin, demo := c.admin(), c.tenant("demo")
+			var subnets []string
+			for i := range 8 {
+				_, s := demo.createNetwork(fmt.Sprintf("net-%d", i), fmt.Sprintf("10.%d.0.0/24", i))
+				subnets = append(subnets, s)
+			}
+			for round := range 8 {
+				rid := admin.mustDo("POST", "/v2.0/routers", haBody("router", haObj{"name": "r", "ha": true, "tenant_id": "demo"}), http.StatusCreated).obj("router").str("id")
+				for _, s := range subnets {
+					demo.mustDo("PUT", "/v2.0/routers/"+rid+"/add_router_interface", haObj{"subnet_id": s}, http.StatusOK)
+				}
+				active, _ := c.waitOneActive(rid)
+				servertest.Eventually(t, haWait, func() error {
+					for _, p := range admin.list("/v2.0/ports?device_id=" + rid + "&device_owner=" + url.QueryEscape(haOwnerHAIf)) {
+						if p.str("binding:host_id") != active {
+							return fmt.Errorf("round %d: interface %s bound to %q, want the master %s", round, p.str("id"), p.str("binding:host_id"), active)
+						}
+					}
+					return nil
+				})
+				for _, s := range subnets {
+					demo.mustDo("PUT", "/v2.0/routers/"+rid+"/remove_router_interface", haObj{"subnet_id": s}, http.StatusOK)
+				}
+				admin.mustDo("DELETE", "/v2.0/routers/"+rid, nil, http.StatusNoContent)
+			}
 		})
 	}
 }
@@ -1186,15 +1218,29 @@ type haCloud struct {
 	t      *testing.T
 	srv    *servertest.Instance
 	agents map[string]*servertest.FakeAgent
+	// adminHeaders authenticate admin(); nil: noauth headers.
+	adminHeaders map[string]string
 }
 
 func newHACloud(t *testing.T, o servertest.Options) *haCloud {
 	t.Helper()
-	return &haCloud{t: t, srv: servertest.Start(t, o), agents: map[string]*servertest.FakeAgent{}}
+	c := &haCloud{t: t, srv: servertest.Start(t, o), agents: map[string]*servertest.FakeAgent{}}
+	// Before the server stops: a connection a client dialed but never used
+	// would hold up its graceful shutdown for 5s.
+	t.Cleanup(func() {
+		haHTTP.CloseIdleConnections()
+		if tr, ok := http.DefaultTransport.(*http.Transport); ok {
+			tr.CloseIdleConnections()
+		}
+	})
+	return c
 }
 
 // admin acts as an admin of project "admin", tenant as a member of project.
 func (c *haCloud) admin() *haAPI {
+	if c.adminHeaders != nil {
+		return &haAPI{t: c.t, base: c.srv.URL, headers: c.adminHeaders}
+	}
 	return &haAPI{t: c.t, base: c.srv.URL, headers: map[string]string{"X-Project-Id": "admin", "X-Roles": "admin,member,reader"}}
 }
 
@@ -1317,6 +1363,13 @@ func (c *haCloud) waitOneActive(routerID string) (active, standby string) {
 		return nil
 	})
 	return active, standby
+}
+
+// setHAState simulates a VRRP transition on host's fake data plane, once
+// the agent runs the router (a binding shown standby may not be applied yet).
+func (c *haCloud) setHAState(host, routerID, state string) {
+	c.t.Helper()
+	servertest.Eventually(c.t, haWait, func() error { return c.agents[host].Dataplane.SetState(routerID, state) })
 }
 
 // desiredState is what the agent endpoint tells host to run (GET
