@@ -588,3 +588,62 @@ func TestWrongTokenKeepsTrying(t *testing.T) {
 		}
 	})
 }
+
+// reportOnceDataplane reports each router's state the first time it sees
+// it and never again, like a real VRRP instance that does not notice the
+// server re-binding its router.
+type reportOnceDataplane struct {
+	report ReportFunc
+	seen   map[string]bool
+}
+
+func (d *reportOnceDataplane) Start(_ context.Context, report ReportFunc) error {
+	d.report, d.seen = report, map[string]bool{}
+	return nil
+}
+
+func (d *reportOnceDataplane) Apply(_ context.Context, st agentapi.DesiredState) error {
+	for _, r := range st.Routers {
+		if !d.seen[r.ID] {
+			d.seen[r.ID] = true
+			d.report(Transition{RouterID: r.ID, State: agentapi.HAActive})
+		}
+	}
+	return nil
+}
+
+// TestRebindingResendsTheRouterState: a router removed from this host and
+// bound again before the agent noticed gets a fresh binding on the server
+// (shown standby) while the data plane still runs the master; the agent sends
+// the state again so the API shows the master.
+func TestRebindingResendsTheRouterState(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fe := newFakeEndpoint()
+		stop := runAgent(t, testConfig(fe, "http://server"), &reportOnceDataplane{}, newLogRecorder(t))
+		defer stop()
+		state := func(etag, haPort string) agentapi.DesiredState {
+			return agentapi.DesiredState{ETag: etag, Host: "net1", Routers: []agentapi.RouterSpec{
+				{ID: "r1", HA: true, VRID: 5, BindingIndex: 1, HAPort: &agentapi.PortSpec{ID: haPort}},
+			}}
+		}
+		fe.setState(state("e1", "p1"))
+		time.Sleep(300 * time.Millisecond)
+		synctest.Wait()
+		if n := len(fe.reportsAccepted()); n != 1 {
+			t.Fatalf("%d reports after the first state, want 1", n)
+		}
+		fe.setState(state("e2", "p2")) // new binding: a new HA port
+		time.Sleep(300 * time.Millisecond)
+		synctest.Wait()
+		reps := fe.reportsAccepted()
+		if len(reps) != 2 || reps[1].States["r1"] != agentapi.HAActive {
+			t.Fatalf("reports %+v, want r1 active sent again", reps)
+		}
+		fe.setState(state("e3", "p2")) // same binding: nothing to resend
+		time.Sleep(300 * time.Millisecond)
+		synctest.Wait()
+		if n := len(fe.reportsAccepted()); n != 2 {
+			t.Fatalf("%d reports, want no resend for an unchanged binding", n)
+		}
+	})
+}

@@ -35,15 +35,20 @@ type reporter struct {
 	// was applied. State files of other routers are removed.
 	keep map[string]bool
 	scan bool // look for state files of routers not in keep
+	// bindings is each router's binding as of the last desired state
+	// (binding index and HA port): when it changes the server has made a new
+	// binding, which starts as standby, so the router's state is sent again.
+	bindings map[string]string
 }
 
 func newReporter(a *agent) *reporter {
 	return &reporter{
-		a:       a,
-		wake:    make(chan struct{}, 1),
-		pending: map[string]string{},
-		known:   map[string]string{},
-		files:   map[string]string{},
+		a:        a,
+		wake:     make(chan struct{}, 1),
+		pending:  map[string]string{},
+		known:    map[string]string{},
+		files:    map[string]string{},
+		bindings: map[string]string{},
 	}
 }
 
@@ -90,10 +95,25 @@ func (r *reporter) resendAll() {
 // their states are no longer reported and their state files go.
 func (r *reporter) keepOnly(st *agentapi.DesiredState) {
 	keep := make(map[string]bool, len(st.Routers))
+	r.mu.Lock()
 	for _, rt := range st.Routers {
 		keep[rt.ID] = true
+		b := fmt.Sprint(rt.BindingIndex)
+		if rt.HAPort != nil {
+			b += "/" + rt.HAPort.ID
+		}
+		if old, had := r.bindings[rt.ID]; had && old != b {
+			if state, ok := r.known[rt.ID]; ok {
+				r.pending[rt.ID] = state
+			}
+		}
+		r.bindings[rt.ID] = b
 	}
-	r.mu.Lock()
+	for id := range r.bindings {
+		if !keep[id] {
+			delete(r.bindings, id)
+		}
+	}
 	for id := range r.known {
 		if !keep[id] {
 			delete(r.known, id)
