@@ -77,8 +77,8 @@ variable.`,
 	f.StringVar(&o.localIP, "local-ip", "", "this node's underlay address for VXLAN tunnels")
 	f.StringVar(&o.mappings, "physical-interface-mappings", "", "flat networks: PHYSNET:IFACE[,PHYSNET:IFACE...]")
 	f.StringVar(&o.suffix, "netns-suffix", "", "suffix of this agent's router namespaces (qrouter-<id><suffix>), so several agents can share one kernel")
-	f.StringVar(&o.haDriver, "ha-driver", "keepalived", "VRRP implementation for HA routers: keepalived")
-	f.Float64Var(&o.advertInt, "ha-vrrp-advert-int", 2, "VRRP advertisement interval in seconds (VRRPv2: whole seconds; VRRPv3: down to 0.01)")
+	f.StringVar(&o.haDriver, "ha-driver", "keepalived", "VRRP implementation for HA routers: keepalived (one keepalived per router, as Neutron) or native (one in-process VRRP engine for every router)")
+	f.Float64Var(&o.advertInt, "ha-vrrp-advert-int", 2, "VRRP advertisement interval in seconds (VRRPv2: whole seconds; VRRPv3: down to 0.01); native driver default 0.2 (VRRPv3)")
 	f.IntVar(&o.vrrpVer, "ha-vrrp-version", 0, "VRRP version 2 or 3 (default: 3 when the advert interval is fractional, else 2 as Neutron)")
 	f.StringVar(&o.password, "ha-vrrp-auth-password", "", "VRRPv2 simple password (PASS authentication); empty: none")
 	return cmd
@@ -131,7 +131,7 @@ func runAgentCommand(cmd *cobra.Command, o *agentOptions) error {
 		dp = agent.NewFakeDataplane()
 	case "linux":
 		var err error
-		if dp, err = linuxDataplane(o, logger); err != nil {
+		if dp, err = linuxDataplane(o, cmd.Flags().Changed("ha-vrrp-advert-int"), logger); err != nil {
 			return err
 		}
 	default:
@@ -215,8 +215,11 @@ func agentToken(o *agentOptions, fromFlag map[string]bool) (string, error) {
 	return "", errors.New("no agent token: give --agent-token, --agent-token-file, L3HA_AGENT_TOKEN or L3HA_AGENT_TOKEN_FILE")
 }
 
+// nativeDefaultAdvert is the native driver's advert interval when none is given.
+const nativeDefaultAdvert = 200 * time.Millisecond
+
 // linuxDataplane builds the Linux data plane and its HA driver from flags.
-func linuxDataplane(o *agentOptions, logger *slog.Logger) (agent.Dataplane, error) {
+func linuxDataplane(o *agentOptions, advertGiven bool, logger *slog.Logger) (agent.Dataplane, error) {
 	cfg := dataplane.Config{Suffix: o.suffix, Mappings: map[string]string{}, Logger: logger}
 	if o.localIP != "" {
 		cfg.LocalIP = netip.MustParseAddr(o.localIP)
@@ -235,6 +238,11 @@ func linuxDataplane(o *agentOptions, logger *slog.Logger) (agent.Dataplane, erro
 		return nil, fmt.Errorf("--ha-vrrp-advert-int %v: must be positive", o.advertInt)
 	}
 	advert := time.Duration(o.advertInt * float64(time.Second))
+	if o.haDriver == "native" && !advertGiven {
+		// Sub-second failover (3 × 0.2 s + skew ≈ 0.76 s) with margin enough
+		// not to flap when a loaded node delays an advert by 100 ms.
+		advert = nativeDefaultAdvert
+	}
 	version := o.vrrpVer
 	if version == 0 {
 		version = 2
@@ -252,7 +260,15 @@ func linuxDataplane(o *agentOptions, logger *slog.Logger) (agent.Dataplane, erro
 			keepalived.Settings{AdvertInt: advert, Version: version, AuthPassword: o.password},
 		)
 		return dataplane.New(cfg, d), nil
+	case "native":
+		d, err := dataplane.NewNativeDriver(dataplane.NativeOptions{
+			StateDir: o.stateDir, Version: version, AdvertInt: advert, Password: o.password, Logger: logger,
+		})
+		if err != nil {
+			return nil, err
+		}
+		return dataplane.New(cfg, d), nil
 	default:
-		return nil, fmt.Errorf("--ha-driver %q: want keepalived", o.haDriver)
+		return nil, fmt.Errorf("--ha-driver %q: want keepalived or native", o.haDriver)
 	}
 }

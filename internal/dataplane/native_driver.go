@@ -1,0 +1,129 @@
+package dataplane
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/l3ha/l3ha/internal/agentapi"
+	"github.com/l3ha/l3ha/internal/vrrp"
+	"github.com/l3ha/l3ha/internal/vrrp/engine"
+)
+
+// NativeOptions configures the native VRRP driver. The VRRP settings are
+// the agent's --ha-vrrp-* options, as for the keepalived driver.
+type NativeOptions struct {
+	// StateDir is the agent's state directory: routers are remembered in
+	// ha_confs/<router_id>/vrrp.json, beside the agent's state file, so
+	// that a restarted agent adopts them before it hears from its server.
+	StateDir string
+	// Version is 2 or 3 (0: 2); AdvertInt the advert interval (v2 whole
+	// seconds, v3 whole centiseconds; 0: 2s); Password the v2 PASS password
+	// (empty: no authentication).
+	Version   int
+	AdvertInt time.Duration
+	Password  string
+	// Priority is 1..254, 0 meaning 50 as Neutron.
+	Priority int
+	// GARPDelay is garp_master_delay (0: 60s as Neutron; negative: none).
+	GARPDelay time.Duration
+	Logger    *slog.Logger
+	// Registerer receives the engine's metrics; nil: none.
+	Registerer prometheus.Registerer
+}
+
+// NativeDriver runs VRRP in the agent's own process (internal/vrrp/engine):
+// one engine for all the routers of the node.
+type NativeDriver struct {
+	e *engine.Engine
+}
+
+var _ HADriver = (*NativeDriver)(nil)
+
+// NewNativeDriver returns the native driver; nothing runs before Start.
+func NewNativeDriver(o NativeOptions) (*NativeDriver, error) {
+	if o.Priority < 0 || o.Priority > 254 {
+		return nil, fmt.Errorf("native VRRP: priority %d, want 1..254", o.Priority)
+	}
+	e, err := engine.New(engine.Options{
+		Version:        o.Version,
+		AdvertInterval: o.AdvertInt,
+		Password:       o.Password,
+		Priority:       uint8(o.Priority),
+		GARPDelay:      o.GARPDelay,
+		StateDir:       o.StateDir,
+		Logger:         o.Logger,
+		Registerer:     o.Registerer,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &NativeDriver{e: e}, nil
+}
+
+// Engine returns the driver's engine (status, drop counters).
+func (d *NativeDriver) Engine() *engine.Engine { return d.e }
+
+// Start implements HADriver: the routers an earlier agent ran are adopted at
+// once (masters stay masters) and their states reported. The engine runs
+// until Stop, not until ctx ends: the agent cancels ctx first and then says
+// with Stop whether its masters resign.
+func (d *NativeDriver) Start(ctx context.Context, report func(routerID, state string)) error {
+	return d.e.Start(context.WithoutCancel(ctx), func(id string, st vrrp.State) {
+		switch st {
+		case vrrp.Master:
+			report(id, agentapi.HAActive)
+		case vrrp.Backup:
+			report(id, agentapi.HAStandby)
+		}
+	})
+}
+
+// Ensure implements HADriver.
+func (d *NativeDriver) Ensure(ctx context.Context, r HARouter) error {
+	er, err := nativeRouter(r)
+	if err != nil {
+		return err
+	}
+	return d.e.Ensure(ctx, er)
+}
+
+func nativeRouter(r HARouter) (engine.Router, error) {
+	if r.VRID < 1 || r.VRID > 255 {
+		return engine.Router{}, fmt.Errorf("native VRRP: router %s: VRID %d", r.RouterID, r.VRID)
+	}
+	er := engine.Router{
+		ID: r.RouterID, Namespace: r.Namespace, VRID: uint8(r.VRID), Device: r.HADevice,
+		Address: r.HAAddress, VIP: r.VIP,
+	}
+	for _, a := range r.Excluded {
+		er.Excluded = append(er.Excluded, engine.Address{Dev: a.Dev, Prefix: a.Prefix})
+	}
+	for _, rt := range r.Routes {
+		er.Routes = append(er.Routes, engine.Route{Dst: rt.Dst, Gateway: rt.Gateway, Dev: rt.Dev})
+	}
+	return er, nil
+}
+
+// Remove implements HADriver: a master resigns and gives its addresses up.
+func (d *NativeDriver) Remove(ctx context.Context, routerID string) error {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	return d.e.Remove(ctx, routerID)
+}
+
+// Running implements HADriver.
+func (d *NativeDriver) Running() []string { return d.e.Running() }
+
+// Stop implements HADriver. With resign (a graceful stop) every master sends
+// a priority-0 advert, so that a backup takes over after its Skew_Time, and
+// removes its addresses and routes before Stop returns. Without (a restart
+// or upgrade) nothing is sent and nothing removed: the next agent adopts
+// every master in its Start, before the backups' Master_Down_Interval runs
+// out, so no router changes master.
+func (d *NativeDriver) Stop(ctx context.Context, resign bool) error {
+	return d.e.Shutdown(ctx, resign)
+}
