@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
@@ -14,6 +16,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/l3ha/l3ha/internal/agent"
@@ -38,12 +43,13 @@ type agentOptions struct {
 	advertInt float64
 	vrrpVer   int
 	password  string
+	metrics   string
 }
 
 // agentFlagNames are the flags that can also come from L3HA_<NAME> variables.
 var agentFlagNames = []string{
 	"host", "server", "agent-token", "agent-token-file", "state-dir", "dataplane", "agent-mode", "local-ip",
-	"physical-interface-mappings", "netns-suffix", "ha-driver", "ha-vrrp-advert-int", "ha-vrrp-version", "ha-vrrp-auth-password",
+	"physical-interface-mappings", "netns-suffix", "ha-driver", "ha-vrrp-advert-int", "ha-vrrp-version", "ha-vrrp-auth-password", "metrics-bind",
 }
 
 // newAgentCommand returns `l3ha agent`, which runs the node agent. Client
@@ -81,6 +87,7 @@ variable.`,
 	f.Float64Var(&o.advertInt, "ha-vrrp-advert-int", 2, "VRRP advertisement interval in seconds (VRRPv2: whole seconds; VRRPv3: down to 0.01); native driver default 0.2 (VRRPv3)")
 	f.IntVar(&o.vrrpVer, "ha-vrrp-version", 0, "VRRP version 2 or 3 (default: 3 when the advert interval is fractional, else 2 as Neutron)")
 	f.StringVar(&o.password, "ha-vrrp-auth-password", "", "VRRPv2 simple password (PASS authentication); empty: none")
+	f.StringVar(&o.metrics, "metrics-bind", "", "address to serve Prometheus metrics on (/metrics), e.g. 127.0.0.1:9697; empty: off")
 	return cmd
 }
 
@@ -125,13 +132,15 @@ func runAgentCommand(cmd *cobra.Command, o *agentOptions) error {
 		}
 	}
 	logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var dp agent.Dataplane
 	switch o.dataplane {
 	case "fake":
 		dp = agent.NewFakeDataplane()
 	case "linux":
 		var err error
-		if dp, err = linuxDataplane(o, cmd.Flags().Changed("ha-vrrp-advert-int"), logger); err != nil {
+		if dp, err = linuxDataplane(o, cmd.Flags().Changed("ha-vrrp-advert-int"), reg, logger); err != nil {
 			return err
 		}
 	default:
@@ -161,6 +170,15 @@ func runAgentCommand(cmd *cobra.Command, o *agentOptions) error {
 		case <-ctx.Done():
 		}
 	}()
+	if o.metrics != "" {
+		ln, err := net.Listen("tcp", o.metrics)
+		if err != nil {
+			return fmt.Errorf("--metrics-bind: %w", err)
+		}
+		ms := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = ms.Serve(ln) }()
+		defer ms.Close()
+	}
 	logger.Info("starting l3ha agent", "host", o.host, "dataplane", o.dataplane, "state_dir", o.stateDir)
 	err = agent.Run(ctx, agent.Config{
 		Host:       o.host,
@@ -169,6 +187,7 @@ func runAgentCommand(cmd *cobra.Command, o *agentOptions) error {
 		StateDir:   o.stateDir,
 		AgentMode:  o.agentMode,
 		LocalIP:    o.localIP,
+		Metrics:    reg,
 	}, dp, logger)
 	if s, ok := dp.(interface {
 		Stop(context.Context, bool) error
@@ -219,7 +238,7 @@ func agentToken(o *agentOptions, fromFlag map[string]bool) (string, error) {
 const nativeDefaultAdvert = 200 * time.Millisecond
 
 // linuxDataplane builds the Linux data plane and its HA driver from flags.
-func linuxDataplane(o *agentOptions, advertGiven bool, logger *slog.Logger) (agent.Dataplane, error) {
+func linuxDataplane(o *agentOptions, advertGiven bool, reg prometheus.Registerer, logger *slog.Logger) (agent.Dataplane, error) {
 	cfg := dataplane.Config{Suffix: o.suffix, Mappings: map[string]string{}, Logger: logger}
 	if o.localIP != "" {
 		cfg.LocalIP = netip.MustParseAddr(o.localIP)
@@ -263,6 +282,7 @@ func linuxDataplane(o *agentOptions, advertGiven bool, logger *slog.Logger) (age
 	case "native":
 		d, err := dataplane.NewNativeDriver(dataplane.NativeOptions{
 			StateDir: o.stateDir, Version: version, AdvertInt: advert, Password: o.password, Logger: logger,
+			Registerer: reg,
 		})
 		if err != nil {
 			return nil, err

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/l3ha/l3ha/internal/agentapi"
 )
 
@@ -65,6 +67,9 @@ type Config struct {
 	// HTTPClient is used for the agent endpoint; nil means a client without a
 	// timeout (requests get deadlines from RequestTimeout and PollWait).
 	HTTPClient *http.Client
+	// Metrics receives the agent's metrics (HA transitions by state); nil:
+	// none are kept.
+	Metrics prometheus.Registerer
 }
 
 // Default values of Config fields.
@@ -134,6 +139,15 @@ func Run(ctx context.Context, cfg Config, dp Dataplane, logger *slog.Logger) err
 		client:     agentapi.NewClient(cfg.ServerURL, cfg.AgentToken, cfg.HTTPClient),
 		registered: make(chan struct{}),
 	}
+	a.transitions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "l3ha_agent_ha_transitions_total",
+		Help: "HA state changes of this node's routers, by the state entered (active/standby).",
+	}, []string{"state"})
+	if cfg.Metrics != nil {
+		if err := cfg.Metrics.Register(a.transitions); err != nil {
+			return fmt.Errorf("agent: registering metrics: %w", err)
+		}
+	}
 	a.rep = newReporter(a)
 	a.app = newApplier(a)
 
@@ -192,6 +206,8 @@ type agent struct {
 	client *agentapi.Client
 	rep    *reporter
 	app    *applier
+	// transitions counts HA transitions by the state entered.
+	transitions *prometheus.CounterVec
 
 	// registered is closed after the first successful heartbeat.
 	registered chan struct{}

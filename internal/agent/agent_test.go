@@ -3,11 +3,14 @@ package agent
 import (
 	"context"
 	"errors"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"log/slog"
 	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -644,6 +647,34 @@ func TestRebindingResendsTheRouterState(t *testing.T) {
 		synctest.Wait()
 		if n := len(fe.reportsAccepted()); n != 2 {
 			t.Fatalf("%d reports, want no resend for an unchanged binding", n)
+		}
+	})
+}
+
+// TestTransitionsAreCounted: every HA state change of a router is counted
+// by the state entered, on the registry the agent was given.
+func TestTransitionsAreCounted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fe := newFakeEndpoint()
+		reg := prometheus.NewRegistry()
+		cfg := testConfig(fe, "http://server")
+		cfg.Metrics = reg
+		dp := NewFakeDataplane()
+		stop := runAgent(t, cfg, dp, newLogRecorder(t))
+		defer stop()
+		fe.setState(twoRouters("e1")) // r1 active, r2 standby
+		synctest.Wait()
+		if err := dp.SetState("r2", agentapi.HAActive); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP l3ha_agent_ha_transitions_total HA state changes of this node's routers, by the state entered (active/standby).
+# TYPE l3ha_agent_ha_transitions_total counter
+l3ha_agent_ha_transitions_total{state="active"} 2
+l3ha_agent_ha_transitions_total{state="standby"} 1
+`), "l3ha_agent_ha_transitions_total"); err != nil {
+			t.Fatal(err)
 		}
 	})
 }

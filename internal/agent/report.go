@@ -76,6 +76,7 @@ func (r *reporter) report(t Transition) {
 	}
 	r.mu.Unlock()
 	if changed {
+		r.a.transitions.WithLabelValues(t.State).Inc()
 		r.a.log.Info("HA state", "router_id", t.RouterID, "state", t.State, "previous", prev)
 	}
 	r.poke()
