@@ -115,11 +115,15 @@
 //	ha-link     the router's ha- device is set down in the master's router namespace
 //	node        eth1 and ext0 of the master node are set down and its agent is SIGKILLed
 //	agent-stop  the master node's agent gets SIGTERM (a graceful stop)
+//	agent-restart  the master node's agent gets SIGUSR2 (exit for a restart)
+//	            and is started again with the same command line; expected:
+//	            no transition, no lost ping (watched for --timeout, 10 s)
 //
 // failover_seconds runs from the fault until another node's router
 // namespace holds the gateway address (netlink sockets kept open in each
 // router namespace, polled every 2 ms); api_failover_seconds until the API
-// shows another host active (polled every 100 ms). Ping keeps running for
+// shows another host active (polled every 100 ms); kernel_changes counts
+// the changes of the set of gateway holders until the end of the run. Ping keeps running for
 // --settle (2 s) after the failover, then is interrupted. Pings sent and lost
 // come from the sequence numbers answered: requests sent after the last
 // reply within the in-flight window (200 ms, or 5 intervals) are neither

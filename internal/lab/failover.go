@@ -30,10 +30,24 @@ const (
 	FaultNode = "node"
 	// FaultAgentStop stops the master node's agent gracefully (SIGTERM).
 	FaultAgentStop = "agent-stop"
+	// FaultAgentRestart restarts the master node's agent: SIGUSR2 (exit for
+	// a restart: VRRP keeps running), then the same command line again. It
+	// must cause no transition and lose no ping.
+	FaultAgentRestart = "agent-restart"
 )
 
-// Faults lists the valid --fault values.
+// Faults lists the faults that move mastership.
 var Faults = []string{FaultHALink, FaultNode, FaultAgentStop}
+
+// NoFailoverFaults lists the faults after which the master must stay.
+var NoFailoverFaults = []string{FaultAgentRestart}
+
+// AllFaults lists every valid --fault value.
+func AllFaults() []string { return append(append([]string{}, Faults...), NoFailoverFaults...) }
+
+// DefaultRestartWatch is how long `lab failover --fault agent-restart` watches
+// for a transition after the restart when no --timeout is given.
+const DefaultRestartWatch = 10 * time.Second
 
 // FailoverOptions configure `lab failover`.
 type FailoverOptions struct {
@@ -43,7 +57,9 @@ type FailoverOptions struct {
 	Fault string
 	// Keep leaves a lab that Failover brought up running afterwards.
 	Keep bool
-	// Timeout bounds the wait for a new master after the fault (default 30s).
+	// Timeout bounds the wait for a new master after the fault (default
+	// 30s). With FaultAgentRestart it is how long the run watches for a
+	// transition after the fault (default DefaultRestartWatch).
 	Timeout time.Duration
 	// Settle is how long the instance keeps pinging after the new master
 	// took over, so that late losses are counted (default 2s).
@@ -60,14 +76,17 @@ func (o *FailoverOptions) setDefaults() error {
 		o.Fault = FaultHALink
 	}
 	ok := false
-	for _, f := range Faults {
+	for _, f := range AllFaults() {
 		ok = ok || f == o.Fault
 	}
 	if !ok {
-		return fmt.Errorf("--fault %q: want one of %s", o.Fault, strings.Join(Faults, ", "))
+		return fmt.Errorf("--fault %q: want one of %s", o.Fault, strings.Join(AllFaults(), ", "))
 	}
 	if o.Timeout == 0 {
 		o.Timeout = 30 * time.Second
+		if o.Fault == FaultAgentRestart {
+			o.Timeout = DefaultRestartWatch
+		}
 	}
 	if o.Settle == 0 {
 		o.Settle = 2 * time.Second
@@ -154,7 +173,14 @@ type scenario struct {
 	st  *State
 	api *apiClient
 
+	// legacy makes setup create a legacy router (ha false) instead of an
+	// HA one.
+	legacy bool
+
 	runID      string
+	pubID      string // the external network
+	subnetID   string // the tenant subnet
+	fipID      string
 	routerID   string
 	gatewayIP  string
 	floatingIP string
@@ -168,22 +194,37 @@ type scenario struct {
 func (s *scenario) lab() string { return s.o.Name }
 
 func (s *scenario) run(ctx context.Context) (*Result, error) {
+	if err := s.prepare(ctx); err != nil {
+		return nil, err
+	}
+	return s.measure(ctx)
+}
+
+// prepare creates the router and the instance through the API, plugs the
+// instance in and waits until it reaches the upstream host.
+func (s *scenario) prepare(ctx context.Context) error {
 	o := s.o
 	if err := s.setup(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	o.sayf("router %s: gateway %s, instance %s (floating IP %s)", s.routerID, s.gatewayIP, s.portIP, s.floatingIP)
 	if err := s.plugInstance(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	vm := NodeNamespace(s.lab(), instanceNS)
 	o.sayf("waiting until the instance reaches %s", UpstreamIP)
-	if err := waitFor(ctx, 120*time.Second, "the instance to reach "+UpstreamIP+" through the router", func() (bool, error) {
+	return waitFor(ctx, 120*time.Second, "the instance to reach "+UpstreamIP+" through the router", func() (bool, error) {
 		_, err := runIn(ctx, vm, "ping", "-n", "-c", "1", "-W", "1", UpstreamIP)
 		return err == nil, nil
-	}); err != nil {
-		return nil, err
-	}
+	})
+}
+
+// measure waits for one master (kernel and API), starts the instance's
+// pings, injects s.o.Fault into the master and measures the outcome. It can
+// run several times on one prepared scenario (a fault at a time).
+func (s *scenario) measure(ctx context.Context) (*Result, error) {
+	o := s.o
+	vm := NodeNamespace(s.lab(), instanceNS)
 	res := &Result{
 		Lab: s.lab(), Fault: o.Fault, RouterID: s.routerID, GatewayIP: s.gatewayIP, FloatingIP: s.floatingIP,
 		InstanceIP: s.portIP, PingTarget: UpstreamIP, PingIntervalMS: float64(o.PingInterval) / float64(time.Millisecond),
@@ -270,11 +311,23 @@ func (s *scenario) run(ctx context.Context) (*Result, error) {
 	})
 
 	// The kernel's view: when does another node hold the gateway address?
+	// Every change of the set of holders is counted until the end.
+	restart := o.Fault == FaultAgentRestart
+	lastHolders := res.MasterBefore
+	observe := func() []string {
+		h := watch.holders()
+		if j := strings.Join(h, ","); j != lastHolders {
+			res.KernelChanges++
+			lastHolders = j
+		}
+		return h
+	}
 	deadline := t0.Add(o.Timeout)
+	var tookOver time.Time
 	for {
 		now := time.Now()
 		var newMaster string
-		for _, h := range watch.holders() {
+		for _, h := range observe() {
 			if h != res.MasterBefore {
 				newMaster = h
 			}
@@ -283,18 +336,23 @@ func (s *scenario) run(ctx context.Context) (*Result, error) {
 			d := seconds(now.Sub(t0))
 			res.FailoverSeconds = &d
 			res.MasterAfter = newMaster
+			tookOver = now
 			o.sayf("%s took over after %.3f s", newMaster, d)
 			break
 		}
 		if now.After(deadline) || ctx.Err() != nil {
-			o.sayf("no other node took over within %s", o.Timeout)
+			if restart {
+				o.sayf("no transition within %s of the restart", o.Timeout)
+			} else {
+				o.sayf("no other node took over within %s", o.Timeout)
+			}
 			break
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
-	select {
-	case <-time.After(o.Settle):
-	case <-ctx.Done():
+	for settleEnd := time.Now().Add(o.Settle); time.Now().Before(settleEnd) && ctx.Err() == nil; {
+		observe()
+		time.Sleep(2 * time.Millisecond)
 	}
 	if apiBlind {
 		apiStop()
@@ -305,6 +363,10 @@ func (s *scenario) run(ctx context.Context) (*Result, error) {
 	res.PingsSent, res.PingsLost, res.PingsReceived = sum.Sent, sum.Lost, sum.Received
 	res.LongestGapSeconds = seconds(sum.LongestGap)
 	res.PingIntervalMeasuredMS = float64(sum.MeasuredInterval.Round(10*time.Microsecond)) / float64(time.Millisecond)
+	if tookOver.IsZero() {
+		tookOver = t0
+	}
+	res.PingsResumed = pinger.log.LastReply().After(tookOver)
 	if holders := watch.holders(); res.MasterAfter == "" {
 		res.MasterAfter = strings.Join(holders, ",")
 	}
@@ -320,6 +382,9 @@ func (s *scenario) run(ctx context.Context) (*Result, error) {
 	}
 	if apiBlind {
 		res.Notes = append(res.Notes, "the cut node is the controller: the server is cut off too, so the API cannot learn the new master")
+	}
+	if restart && (res.KernelChanges > 0 || res.APIFailoverSeconds != nil) {
+		res.Notes = append(res.Notes, "the agent restart caused a transition")
 	}
 	return res, nil
 }
@@ -389,7 +454,7 @@ func (s *scenario) setup(ctx context.Context) error {
 	if err := api.create(ctx, "networks", "network", map[string]any{"name": "lab-net-" + s.runID}, &tnet); err != nil {
 		return err
 	}
-	s.netID, s.mtu = tnet.ID, tnet.MTU
+	s.pubID, s.netID, s.mtu = pub, tnet.ID, tnet.MTU
 	var tsub idOnly
 	if err := api.create(ctx, "subnets", "subnet", map[string]any{
 		"name": "lab-subnet-" + s.runID, "network_id": tnet.ID, "ip_version": 4, "cidr": TenantCIDR,
@@ -397,9 +462,10 @@ func (s *scenario) setup(ctx context.Context) error {
 	}, &tsub); err != nil {
 		return err
 	}
+	s.subnetID = tsub.ID
 	var r apiRouter
 	if err := api.create(ctx, "routers", "router", map[string]any{
-		"name": "lab-router-" + s.runID, "ha": true,
+		"name": "lab-router-" + s.runID, "ha": !s.legacy,
 		"external_gateway_info": map[string]any{"network_id": pub},
 	}, &r); err != nil {
 		return err
@@ -429,12 +495,13 @@ func (s *scenario) setup(ctx context.Context) error {
 	}
 	s.portID, s.portMAC, s.portIP = port.ID, port.MAC, port.FixedIPs[0].IPAddress
 	var fip struct {
+		ID                string `json:"id"`
 		FloatingIPAddress string `json:"floating_ip_address"`
 	}
 	if err := api.create(ctx, "floatingips", "floatingip", map[string]any{"floating_network_id": pub, "port_id": port.ID}, &fip); err != nil {
 		return err
 	}
-	s.floatingIP = fip.FloatingIPAddress
+	s.fipID, s.floatingIP = fip.ID, fip.FloatingIPAddress
 	return nil
 }
 
@@ -577,6 +644,20 @@ func (s *scenario) inject(master string) (string, time.Time, error) {
 			return "", t0, err
 		}
 		return fmt.Sprintf("agent of %s (pid %d) sent SIGTERM", master, p.PID), t0, nil
+	case FaultAgentRestart:
+		p, ok := s.st.process("agent-" + master)
+		if !ok {
+			return "", time.Time{}, fmt.Errorf("no agent recorded for %s", master)
+		}
+		t0 := time.Now()
+		if err := p.signal(syscall.SIGUSR2); err != nil {
+			return "", t0, err
+		}
+		np, err := restartAgent(context.Background(), s.st, master)
+		if err != nil {
+			return "", t0, err
+		}
+		return fmt.Sprintf("agent of %s (pid %d) sent SIGUSR2 and started again (pid %d) after %.3f s", master, p.PID, np.PID, seconds(time.Since(t0))), t0, nil
 	}
 	return "", time.Time{}, fmt.Errorf("unknown fault %q", s.o.Fault)
 }

@@ -43,7 +43,14 @@ type Result struct {
 	PingIntervalMS         float64 `json:"ping_interval_ms"`
 	PingIntervalMeasuredMS float64 `json:"ping_interval_measured_ms"`
 	// LongestGapSeconds is the longest time between two consecutive replies.
-	LongestGapSeconds   float64        `json:"longest_gap_seconds"`
+	LongestGapSeconds float64 `json:"longest_gap_seconds"`
+	// PingsResumed: a reply arrived after the new master took over (after
+	// the fault when none did).
+	PingsResumed bool `json:"pings_resumed"`
+	// KernelChanges counts the changes of the set of nodes holding the
+	// gateway address from the fault to the end of the run (polled every
+	// 2 ms): 0 means the master kept the router's addresses throughout.
+	KernelChanges       int            `json:"kernel_changes"`
 	FloatingIPReachable bool           `json:"floating_ip_reachable"`
 	FaultDetail         string         `json:"fault_detail"`
 	FaultAt             time.Time      `json:"fault_at"`
@@ -97,6 +104,7 @@ func (r *Result) WriteTable(w io.Writer) error {
 	row("pings sent", "%d (from %s to %s every %g ms, measured %.1f ms)", r.PingsSent, r.InstanceIP, r.PingTarget, r.PingIntervalMS, r.PingIntervalMeasuredMS)
 	row("pings lost", "%d", r.PingsLost)
 	row("longest gap", "%.3f s", r.LongestGapSeconds)
+	row("gateway holder changes", "%d", r.KernelChanges)
 	row("floating IP", "%s (reachable from upstream before the fault: %v)", r.FloatingIP, r.FloatingIPReachable)
 	tw.Flush()
 	for _, n := range r.Notes {
