@@ -64,6 +64,7 @@ func (d *KeepalivedDriver) config(r HARouter) keepalived.Config {
 		RouterID: r.RouterID, VRID: r.VRID, HAInterface: r.HADevice, Priority: d.settings.Priority,
 		AdvertInt: d.settings.AdvertInt, Version: d.settings.Version,
 		AuthType: d.settings.AuthType, AuthPassword: d.settings.AuthPassword,
+		StartupDelay: StartDelay(r.BindingIndex, d.advert()),
 	}
 	for _, a := range r.Excluded {
 		c.Excluded = append(c.Excluded, keepalived.Address{Prefix: a.Prefix, Dev: a.Dev})
@@ -72,6 +73,13 @@ func (d *KeepalivedDriver) config(r HARouter) keepalived.Config {
 		c.Routes = append(c.Routes, keepalived.Route{Destination: rt.Dst, Via: rt.Gateway, Dev: rt.Dev, Protocol: d.settings.RouteProtocol})
 	}
 	return c
+}
+
+func (d *KeepalivedDriver) advert() time.Duration {
+	if d.settings.AdvertInt > 0 {
+		return d.settings.AdvertInt
+	}
+	return 2 * time.Second // Neutron's ha_vrrp_advert_int
 }
 
 // Remove implements HADriver.

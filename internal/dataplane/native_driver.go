@@ -84,20 +84,20 @@ func (d *NativeDriver) Start(ctx context.Context, report func(routerID, state st
 
 // Ensure implements HADriver.
 func (d *NativeDriver) Ensure(ctx context.Context, r HARouter) error {
-	er, err := nativeRouter(r)
+	er, err := nativeRouter(r, d.e.Options().AdvertInterval)
 	if err != nil {
 		return err
 	}
 	return d.e.Ensure(ctx, er)
 }
 
-func nativeRouter(r HARouter) (engine.Router, error) {
+func nativeRouter(r HARouter, advert time.Duration) (engine.Router, error) {
 	if r.VRID < 1 || r.VRID > 255 {
 		return engine.Router{}, fmt.Errorf("native VRRP: router %s: VRID %d", r.RouterID, r.VRID)
 	}
 	er := engine.Router{
 		ID: r.RouterID, Namespace: r.Namespace, VRID: uint8(r.VRID), Device: r.HADevice,
-		Address: r.HAAddress, VIP: r.VIP,
+		Address: r.HAAddress, VIP: r.VIP, StartDelay: StartDelay(r.BindingIndex, advert),
 	}
 	for _, a := range r.Excluded {
 		er.Excluded = append(er.Excluded, engine.Address{Dev: a.Dev, Prefix: a.Prefix})

@@ -27,7 +27,7 @@ func TestNativeRouterFromHARouter(t *testing.T) {
 		Excluded: []DevAddr{{Dev: "qg-1", Prefix: netip.MustParsePrefix("172.24.4.8/24")}},
 		Routes:   []DevRoute{{Dst: netip.MustParsePrefix("0.0.0.0/0"), Gateway: netip.MustParseAddr("172.24.4.1"), Dev: "qg-1"}},
 	}
-	got, err := nativeRouter(r)
+	got, err := nativeRouter(r, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +42,7 @@ func TestNativeRouterFromHARouter(t *testing.T) {
 		t.Errorf("got %+v\nwant %+v", got, want)
 	}
 	r.VRID = 256
-	if _, err := nativeRouter(r); err == nil {
+	if _, err := nativeRouter(r, time.Second); err == nil {
 		t.Error("VRID 256 accepted")
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -53,11 +54,15 @@ type HARouter struct {
 	RouterID  string
 	Namespace string
 	VRID      int
-	HADevice  string
-	HAAddress netip.Prefix // this node's HA port address
-	VIP       netip.Prefix // 169.254.0.<vrid>/24 on HADevice
-	Excluded  []DevAddr    // gateway, interface and floating IP addresses
-	Routes    []DevRoute   // default route via the gateway, extra routes
+	// BindingIndex is this node's binding of the router (1..N): the
+	// scheduler spreads index 1 over agents, and StartDelay makes it the
+	// first master.
+	BindingIndex int
+	HADevice     string
+	HAAddress    netip.Prefix // this node's HA port address
+	VIP          netip.Prefix // 169.254.0.<vrid>/24 on HADevice
+	Excluded     []DevAddr    // gateway, interface and floating IP addresses
+	Routes       []DevRoute   // default route via the gateway, extra routes
 }
 
 // RouterPlan is the kernel state of one router on this node.
@@ -98,6 +103,22 @@ type PlanOptions struct {
 	Suffix   string            // router namespace suffix
 	LocalIP  netip.Addr        // VXLAN underlay address
 	Mappings map[string]string // physnet → interface
+}
+
+// StartDelay is how long the VRRP instance of a router's binding waits
+// before it may elect itself: nothing for binding 1, and for each later
+// binding one more Master_Down_Interval (3 adverts plus at most one of skew)
+// and a second of margin for agents that wire at different times. All
+// priorities are equal (Neutron's 50) and nopreempt holds, so the first
+// master keeps the router; this makes the first master the binding the
+// scheduler chose to spread masters over agents (LP#1365429), instead of
+// whichever agent happened to wire the router first. A master found running
+// (agent restart) is adopted without delay.
+func StartDelay(bindingIndex int, advert time.Duration) time.Duration {
+	if bindingIndex <= 1 {
+		return 0
+	}
+	return time.Duration(bindingIndex-1) * (4*advert + time.Second)
 }
 
 // VIPFor is the VRRP address of a VRID on the ha- device, as Neutron
@@ -300,7 +321,7 @@ func planRouter(r agentapi.RouterSpec, o PlanOptions, bridges map[string]string)
 		}
 		rp.Ports = append(rp.Ports, pp)
 		rp.HA = &HARouter{
-			RouterID: r.ID, Namespace: rp.Namespace, VRID: r.VRID, HADevice: pp.Dev, HAAddress: pp.Addrs[0],
+			RouterID: r.ID, Namespace: rp.Namespace, VRID: r.VRID, BindingIndex: r.BindingIndex, HADevice: pp.Dev, HAAddress: pp.Addrs[0],
 			VIP: VIPFor(r.VRID), Excluded: rp.Addrs, Routes: rp.Routes,
 		}
 	}

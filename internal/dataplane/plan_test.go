@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/l3ha/l3ha/internal/agentapi"
 )
@@ -155,5 +156,33 @@ func TestRouterNamespaceOwnershipHonoursSuffix(t *testing.T) {
 		if _, ours := isRouterNamespace(tt.ns, tt.suffix); ours != tt.ours {
 			t.Errorf("isRouterNamespace(%q, %q) = %v", tt.ns, tt.suffix, ours)
 		}
+	}
+}
+
+func TestStartDelayLetsTheFirstBindingWinTheFirstElection(t *testing.T) {
+	tests := []struct {
+		index  int
+		advert time.Duration
+		want   time.Duration
+	}{
+		{1, 2 * time.Second, 0},
+		{0, 2 * time.Second, 0},
+		{2, 2 * time.Second, 9 * time.Second},
+		{3, 2 * time.Second, 18 * time.Second},
+		{2, 200 * time.Millisecond, 1800 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		if got := StartDelay(tt.index, tt.advert); got != tt.want {
+			t.Errorf("StartDelay(%d, %s) = %s, want %s", tt.index, tt.advert, got, tt.want)
+		}
+		// Binding 1 must be master before the next binding may elect
+		// itself: its Master_Down_Interval is at most 3 adverts + 1 skew.
+		if tt.index >= 2 && StartDelay(tt.index, tt.advert)-StartDelay(tt.index-1, tt.advert) <= 4*tt.advert {
+			t.Errorf("binding %d starts too soon after binding %d", tt.index, tt.index-1)
+		}
+	}
+	p := MakePlan(desired(func() agentapi.RouterSpec { r := haRouter(routerA); r.BindingIndex = 2; return r }()), opts)
+	if p.Routers[0].HA.BindingIndex != 2 {
+		t.Fatalf("binding index not planned: %+v", p.Routers[0].HA)
 	}
 }

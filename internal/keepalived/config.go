@@ -75,6 +75,12 @@ type Config struct {
 	// are written sorted by address text and without duplicates (Neutron's
 	// order), so the caller's order does not matter.
 	Excluded []Address `json:"excluded,omitempty"`
+	// StartupDelay is global_defs' vrrp_startup_delay: how long keepalived
+	// waits before its instance starts. l3ha delays the instances of a
+	// router's later bindings so that the binding the scheduler made first
+	// (spread over agents) wins the first election; 0 writes nothing
+	// (Neutron's file).
+	StartupDelay time.Duration `json:"startup_delay,omitempty"`
 	// Routes are virtual_routes, in this order (Neutron: default routes, then
 	// extra routes).
 	Routes []Route `json:"routes,omitempty"`
@@ -280,6 +286,9 @@ func (c Config) Validate() error {
 	if err := checkDevice(c.HAInterface); err != nil {
 		bad("HA interface: %v", err)
 	}
+	if c.StartupDelay < 0 {
+		bad("negative startup delay %s", c.StartupDelay)
+	}
 	if c.Priority != 0 && (c.Priority < 1 || c.Priority > 254) {
 		bad("priority %d out of range 1..254", c.Priority)
 	}
@@ -419,6 +428,9 @@ func Render(c Config) ([]byte, error) {
 	line(0, "global_defs {")
 	line(1, "notification_email_from %s", EmailFrom)
 	line(1, "router_id %s", RouterIDName)
+	if c.StartupDelay > 0 {
+		line(1, "vrrp_startup_delay %s", strconv.FormatFloat(c.StartupDelay.Seconds(), 'f', -1, 64))
+	}
 	line(0, "}")
 	line(0, "vrrp_instance VR_%d {", c.VRID)
 	line(1, "state BACKUP")

@@ -360,3 +360,30 @@ func TestVIP(t *testing.T) {
 		t.Errorf("VIP(254) = %s", got)
 	}
 }
+
+// A router's later bindings get vrrp_startup_delay in global_defs (so the
+// scheduler's first binding wins the first election); binding 1 gets
+// Neutron's file unchanged.
+func TestStartupDelayIsWrittenOnlyWhenSet(t *testing.T) {
+	c := Config{VRID: 3, HAInterface: "ha-12345678-9a"}
+	plain, err := Render(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(plain), "vrrp_startup_delay") {
+		t.Fatalf("delay written without being set:\n%s", plain)
+	}
+	c.StartupDelay = 9500 * time.Millisecond
+	out, err := Render(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "global_defs {\n    notification_email_from neutron@openstack.local\n    router_id neutron\n    vrrp_startup_delay 9.5\n}"
+	if !strings.HasPrefix(string(out), want) {
+		t.Fatalf("global_defs:\n%s\nwant prefix:\n%s", out, want)
+	}
+	c.StartupDelay = -time.Second
+	if _, err := Render(c); err == nil {
+		t.Fatal("negative delay accepted")
+	}
+}

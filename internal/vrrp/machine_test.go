@@ -806,3 +806,38 @@ func TestStartMasterRestartIsInvisibleToBackups(t *testing.T) {
 		t.Errorf("transitions after restart: %q", got)
 	}
 }
+
+// A backup started with a future start time (the engine's StartDelay, as
+// keepalived's vrrp_startup_delay) cannot elect itself before start plus
+// Master_Down_Interval, yet adverts heard meanwhile are taken as usual: a
+// live master keeps it backup, and without one it elects itself later.
+func TestDelayedStartPostponesOnlyTheFirstElection(t *testing.T) {
+	c := v3()
+	delay := 5 * time.Second
+	m := newMachine(t, c)
+	m.Start(at(0), StartBackup)
+	undelayed := m.NextDeadline()
+
+	m = newMachine(t, c)
+	m.Start(at(delay), StartBackup)
+	down := m.NextDeadline()
+	if got := down.Sub(undelayed); got != delay {
+		t.Fatalf("first Master_Down deadline moved by %s, want %s", got, delay)
+	}
+	wantActions(t, m.Tick(undelayed))
+	if m.State() != Backup {
+		t.Fatalf("state %v before the delayed deadline", m.State())
+	}
+	// An advert from a live master resets the timer to the normal interval.
+	receive(t, m, at(time.Second), lower, peer(c, 100))
+	if got := m.NextDeadline(); !got.Before(down) {
+		t.Fatalf("advert did not bring the timer back: %s vs %s", got, down)
+	}
+	// Without a master the delayed backup elects itself in the end.
+	m = newMachine(t, c)
+	m.Start(at(delay), StartBackup)
+	acts := m.Tick(m.NextDeadline())
+	if m.State() != Master || len(acts) == 0 {
+		t.Fatalf("state %v after the delayed deadline", m.State())
+	}
+}

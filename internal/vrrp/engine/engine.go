@@ -144,6 +144,11 @@ type Router struct {
 	Excluded []Address `json:"excluded,omitempty"`
 	// Routes are the routes only the master holds (virtual_routes).
 	Routes []Route `json:"routes,omitempty"`
+	// StartDelay postpones a new (not adopted) router's first possible
+	// election: it starts as backup and hears adverts, but its first
+	// Master_Down timer runs this much longer (keepalived's
+	// vrrp_startup_delay). Not part of the group's configuration.
+	StartDelay time.Duration `json:"start_delay,omitempty"`
 }
 
 // Address is an address on a device of the router's namespace.

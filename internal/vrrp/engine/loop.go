@@ -281,17 +281,17 @@ func (e *Engine) ensure(spec Router, sock *socket, vipPresent bool) error {
 		r = &router{spec: spec, m: m, hidx: -1, drops: e.metrics.newDropCounts()}
 		e.routers[spec.ID] = r
 		e.attach(r, sock)
-		mode := vrrp.StartBackup
+		mode, start := vrrp.StartBackup, now.Add(spec.StartDelay)
 		if vipPresent {
 			// The node is master already (an agent restart): advertise at
 			// once, touch nothing. The job below still converges the
 			// excluded addresses and routes, in case they changed while no
 			// engine ran; what is right stays untouched.
-			mode, r.adopted, r.installed = vrrp.StartMaster, true, true
+			mode, r.adopted, r.installed, start = vrrp.StartMaster, true, true, now
 		}
 		e.log.Info("VRRP router started", "router_id", spec.ID, "namespace", spec.Namespace,
-			"device", spec.Device, "vrid", spec.VRID, "adopted", r.adopted)
-		e.perform(r, m.Start(now, mode), now, performOpts{always: true})
+			"device", spec.Device, "vrid", spec.VRID, "adopted", r.adopted, "start_delay", start.Sub(now))
+		e.perform(r, m.Start(start, mode), now, performOpts{always: true})
 		return nil
 	}
 	old := r.spec
