@@ -7,9 +7,8 @@ package keepalived
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
+	"github.com/l3ha/l3ha/internal/kerneltest"
 	"log/slog"
 	"net"
 	"os"
@@ -27,48 +26,14 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-func requireKernel(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("kernel test: needs root")
-	}
-	for _, b := range []string{"ip", "keepalived"} {
-		if _, err := exec.LookPath(b); err != nil {
-			t.Skipf("kernel test: %s not installed", b)
-		}
-	}
-}
+func requireKernel(t *testing.T) { t.Helper(); kerneltest.Require(t, "ip", "keepalived") }
 
-func randHex(n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	return hex.EncodeToString(b)
-}
+var randHex = kerneltest.RandHex
 
-func run(t *testing.T, name string, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-}
+var run = kerneltest.Run
 
-// newTestNS creates namespace l3ha-test-<random> with lo up; it is deleted
-// when the test ends (after the cleanups registered later, which kill what
-// runs in it).
-func newTestNS(t *testing.T) string {
-	t.Helper()
-	name := "l3ha-test-" + randHex(5)
-	run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("deleting namespace %s: %v %s", name, err, out)
-		}
-	})
-	run(t, "ip", "-n", name, "link", "set", "lo", "up")
-	return name
-}
+// newTestNS creates namespace l3ha-test-<random> with lo up, deleted when the test ends.
+var newTestNS = kerneltest.Namespace
 
 // addDevice adds a veth device (its peer stays in the same namespace) and
 // sets both up. The kernel here has no dummy driver.

@@ -7,14 +7,11 @@ package engine
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -26,6 +23,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/l3ha/l3ha/internal/kerneltest"
 	"github.com/l3ha/l3ha/internal/linux"
 	"github.com/l3ha/l3ha/internal/vrrp"
 )
@@ -34,54 +32,16 @@ import (
 // two-core machine.
 const waitLong = 30 * time.Second
 
-func skip(t *testing.T, why string) {
-	t.Helper()
-	if os.Getenv("L3HA_TEST_REQUIRE_ALL") == "1" {
-		t.Fatalf("%s (L3HA_TEST_REQUIRE_ALL=1)", why)
-	}
-	t.Skip(why)
-}
+var skip = kerneltest.Skip
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		skip(t, "kernel tier: needs root")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		skip(t, "kernel tier: ip (iproute2) not installed")
-	}
-}
+func requireRoot(t *testing.T) { t.Helper(); kerneltest.Require(t, "ip") }
 
-func randHex(n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	return hex.EncodeToString(b)
-}
+var randHex = kerneltest.RandHex
 
-func run(t *testing.T, name string, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-}
+var run = kerneltest.Run
 
-// newNS creates a namespace deleted when the test ends (after the cleanups
-// registered later, which stop what uses it).
-func newNS(t *testing.T) string {
-	t.Helper()
-	name := "l3ha-test-" + randHex(5)
-	if err := linux.CreateNamespace(name); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := linux.DeleteNamespace(name); err != nil {
-			t.Errorf("deleting namespace %s: %v", name, err)
-		}
-	})
-	return name
-}
+// newNS creates a namespace deleted when the test ends (kerneltest.Namespace).
+var newNS = kerneltest.Namespace
 
 // vethPair joins devA in nsA and devB in nsB, both up.
 func vethPair(t *testing.T, nsA, devA, nsB, devB string, mtu int) {
