@@ -8,7 +8,7 @@ PKGS    := ./...
 # transpiled C: too slow under -race, so store-heavy packages run without).
 RACE_PKGS := ./internal/agent/... ./internal/agentapi/... ./internal/vrrp/... ./internal/cli/... ./internal/ipam/... ./internal/ha/... ./internal/config/...
 
-.PHONY: all build deps postgres test unit race fuzz demo bench clean
+.PHONY: all build deps postgres test unit race fuzz demo bench bench-controlplane clean
 
 all: build
 
@@ -39,9 +39,20 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzAPIRequestBodies$$' -fuzztime=10s ./internal/api
 	$(GO) test -run='^$$' -fuzz='^FuzzPingLogLine$$' -fuzztime=5s ./internal/lab
 
+# Failover and convergence at scale, keepalived vs native (l3ha lab bench
+# compare, in a lab of its own named "bench", torn down after every run):
+# N = 1, 10, 100, 500 HA routers with all masters on one node, that node
+# failed, per router the time until the other node holds the VIPs, answers
+# probes and shows active in the API; an agent starting with 500 routers.
+# Writes bench/results.json and bench/failover.svg (about 15 minutes on 2
+# cores). The control-plane benchmark is bench-controlplane.
+bench: deps build
+	@$(BIN) lab down --name bench >/dev/null 2>&1 || true
+	$(BIN) lab bench compare --out bench
+
 # Control-plane benchmark: 1000 HA routers created through the API with 3
 # fake agents, on SQLite and PostgreSQL (p50/p99/total).
-bench: deps build
+bench-controlplane: deps build
 	@pg=$$(scripts/postgres.sh) && \
 	  L3HA_TEST_POSTGRES="$$pg" L3HA_BENCH=1 $(GO) test -count=1 -run 'TestCreate1000HARoutersLatency' -v ./internal/server
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"net/url"
 	"os"
@@ -44,12 +45,13 @@ type agentOptions struct {
 	vrrpVer   int
 	password  string
 	metrics   string
+	pprof     string
 }
 
 // agentFlagNames are the flags that can also come from L3HA_<NAME> variables.
 var agentFlagNames = []string{
 	"host", "server", "agent-token", "agent-token-file", "state-dir", "dataplane", "agent-mode", "local-ip",
-	"physical-interface-mappings", "netns-suffix", "ha-driver", "ha-vrrp-advert-int", "ha-vrrp-version", "ha-vrrp-auth-password", "metrics-bind",
+	"physical-interface-mappings", "netns-suffix", "ha-driver", "ha-vrrp-advert-int", "ha-vrrp-version", "ha-vrrp-auth-password", "metrics-bind", "pprof-bind",
 }
 
 // newAgentCommand returns `l3ha agent`, which runs the node agent. Client
@@ -88,6 +90,7 @@ variable.`,
 	f.IntVar(&o.vrrpVer, "ha-vrrp-version", 0, "VRRP version 2 or 3 (default: 3 when the advert interval is fractional, else 2 as Neutron)")
 	f.StringVar(&o.password, "ha-vrrp-auth-password", "", "VRRPv2 simple password (PASS authentication); empty: none")
 	f.StringVar(&o.metrics, "metrics-bind", "", "address to serve Prometheus metrics on (/metrics), e.g. 127.0.0.1:9697; empty: off")
+	f.StringVar(&o.pprof, "pprof-bind", "", "address to serve Go profiles on (/debug/pprof/, for go tool pprof), e.g. 127.0.0.1:6060; empty: off")
 	return cmd
 }
 
@@ -178,6 +181,21 @@ func runAgentCommand(cmd *cobra.Command, o *agentOptions) error {
 		ms := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = ms.Serve(ln) }()
 		defer ms.Close()
+	}
+	if o.pprof != "" {
+		ln, err := net.Listen("tcp", o.pprof)
+		if err != nil {
+			return fmt.Errorf("--pprof-bind: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		ps := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = ps.Serve(ln) }()
+		defer ps.Close()
 	}
 	logger.Info("starting l3ha agent", "host", o.host, "dataplane", o.dataplane, "state_dir", o.stateDir)
 	err = agent.Run(ctx, agent.Config{

@@ -37,7 +37,7 @@ type labUpFlags struct {
 
 func (f *labUpFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.dataplane, "dataplane", lab.DataplaneLinux, "data plane of the agents: linux or fake (fake touches nothing; for testing the lab itself)")
-	fs.StringVar(&f.haDriver, "ha-driver", "", "HA driver passed to every agent as --ha-driver (default: the agent's)")
+	fs.StringVar(&f.haDriver, "ha-driver", "", "HA driver passed to the agents as --ha-driver: keepalived or native for every node, or per node as net1=keepalived,net2=native (mixed drivers need --ha-vrrp-advert-int; default: the agent's)")
 	fs.StringVar(&f.advertInt, "ha-vrrp-advert-int", "", "VRRP advertisement interval passed to every agent as --ha-vrrp-advert-int (default: the agent's)")
 	fs.IntVar(&f.agentDownTime, "agent-down-time", lab.DefaultAgentDownTime, "the lab server's agent_down_time in seconds")
 }
@@ -86,11 +86,13 @@ interface and no address of the root namespace, and needs root.
   l3ha lab up                 build it and start server and agents
   l3ha lab status             namespaces, processes, agents and routers
   l3ha lab failover           the L3 HA blog's failover test, measured
-  l3ha lab down               remove everything (idempotent, also after a crash)`,
+  l3ha lab down               remove everything (idempotent, also after a crash)
+  l3ha lab simulate           the control plane alone with many fake agents, measured
+  l3ha lab bench              failover and convergence of N HA routers, measured`,
 		Args: cobra.NoArgs,
 	}
 	common.register(cmd.PersistentFlags())
-	cmd.AddCommand(newLabUpCommand(&common), newLabStatusCommand(&common), newLabDownCommand(&common), newLabFailoverCommand(&common))
+	cmd.AddCommand(newLabUpCommand(&common), newLabStatusCommand(&common), newLabDownCommand(&common), newLabFailoverCommand(&common), newLabSimulateCommand(), newLabBenchCommand(&common))
 	return cmd
 }
 
@@ -182,7 +184,10 @@ ha_state before and after, the failover time and the pings sent and lost.
 
 Faults: ha-link (the master's ha- device down, as in the blog), node (the
 master node cut from the fabric and the external network, its agent killed),
-agent-stop (the master node's agent stopped with SIGTERM).
+agent-stop (the master node's agent stopped with SIGTERM), agent-restart (the
+master node's agent told to exit for a restart with SIGUSR2 and started again
+with the same arguments: there must be no transition and no lost ping; the
+run watches for a transition for --timeout, default 10s).
 
 A lab that is not up is brought up first and torn down at the end (unless
 --keep); an existing lab is used as it is and left running.`,
@@ -212,9 +217,52 @@ A lab that is not up is brought up first and torn down at the end (unless
 	up.register(f)
 	f.BoolVar(&asJSON, "json", false, "print the result as one JSON object")
 	f.BoolVar(&keep, "keep", false, "leave a lab that failover brought up running")
-	f.StringVar(&fault, "fault", lab.FaultHALink, "failure to inject into the master: "+strings.Join(lab.Faults, ", "))
-	f.DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait for a new master after the fault")
+	f.StringVar(&fault, "fault", lab.FaultHALink, "failure to inject into the master: "+strings.Join(lab.AllFaults(), ", "))
+	f.DurationVar(&timeout, "timeout", 0, "how long to wait for a new master after the fault (default 30s; agent-restart: how long to watch for a transition, default 10s)")
 	f.DurationVar(&settle, "settle", 2*time.Second, "how long the instance keeps pinging after the failover")
 	f.DurationVar(&interval, "ping-interval", 10*time.Millisecond, "interval of the instance's pings (ping -i)")
+	return cmd
+}
+
+func newLabSimulateCommand() *cobra.Command {
+	var (
+		o      lab.SimulateOptions
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "simulate",
+		Short: "Measure the control plane alone: l3ha server with many fake-dataplane agents",
+		Long: `Start l3ha server as a child process (SQLite in a temporary directory unless
+--database), run --agents agents with the fake data plane in this process
+(hosts sim-0001…, each with its own connections), create --routers HA routers
+through the API with --concurrency clients, spread over --projects projects,
+and report: API create throughput and latency, how long until every agent
+applied every router bound to it, routers and masters per agent, the time for
+a change (a router rename) to reach all the router's agents, and the
+server's RSS (/proc/<pid>/status VmRSS, VmHWM). Needs no root and touches
+nothing outside its work directory.
+
+  l3ha lab simulate --agents 200 --routers 20000`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cmd.SilenceUsage = true
+			ctx, stop := signalContext(cmd)
+			defer stop()
+			o.Out = cmd.ErrOrStderr()
+			res, err := lab.Simulate(ctx, o)
+			if res != nil {
+				if wantJSON(cmd, asJSON) {
+					if werr := res.WriteJSON(cmd.OutOrStdout()); werr != nil {
+						return errors.Join(err, werr)
+					}
+				} else if werr := res.WriteTable(cmd.OutOrStdout()); werr != nil {
+					return errors.Join(err, werr)
+				}
+			}
+			return err
+		},
+	}
+	o.RegisterFlags(cmd.Flags())
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as one JSON object")
 	return cmd
 }

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/l3ha/l3ha/internal/keepalived"
@@ -37,18 +38,30 @@ func (d *KeepalivedDriver) Start(ctx context.Context, report func(routerID, stat
 
 // Stop implements HADriver. Resigning stops each keepalived, which sends
 // priority-0 adverts and drops the router's addresses; otherwise the
-// processes are left running for the next agent to adopt.
+// processes are left running for the next agent to adopt. The keepalived
+// processes are stopped all at once, not one after the other: each takes
+// about a second to exit, and a router whose keepalived is stopped last
+// would otherwise keep its master that long times the number of routers.
 func (d *KeepalivedDriver) Stop(ctx context.Context, resign bool) error {
 	if d.m == nil {
 		return nil
 	}
-	var errs []error
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+	)
 	if resign {
 		for _, id := range d.m.Routers() {
-			if err := d.m.Remove(ctx, id); err != nil {
-				errs = append(errs, err)
-			}
+			wg.Go(func() {
+				if err := d.m.Remove(ctx, id); err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				}
+			})
 		}
+		wg.Wait()
 	}
 	errs = append(errs, d.m.Close())
 	return errors.Join(errs...)

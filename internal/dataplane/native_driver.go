@@ -119,8 +119,9 @@ func (d *NativeDriver) Remove(ctx context.Context, routerID string) error {
 func (d *NativeDriver) Running() []string { return d.e.Running() }
 
 // Stop implements HADriver. With resign (a graceful stop) every master sends
-// a priority-0 advert, so that a backup takes over after its Skew_Time, and
-// removes its addresses and routes before Stop returns. Without (a restart
+// a priority-0 advert, so that a backup takes over after its Skew_Time,
+// keeps forwarding until it has heard the new master (engine.Options
+// HandoverGrace), and removes its addresses and routes before Stop returns. Without (a restart
 // or upgrade) nothing is sent and nothing removed: the next agent adopts
 // every master in its Start, before the backups' Master_Down_Interval runs
 // out, so no router changes master.

@@ -44,6 +44,19 @@ type Config struct {
 	PhysicalNetwork string        // l3_ha_network_physical_name
 	VNIs            ipam.VNIRange // VXLAN ids for HA (and tenant) networks
 	AgentDownTime   time.Duration // agent_down_time
+	// RoutersPerNetwork is l3_ha_routers_per_network (l3ha's): at most
+	// this many routers (VRIDs) share an HA network; 0 means MaxVRID, as
+	// Neutron. Every advert reaches every ha- port of its HA network on
+	// every node, so this bounds that flood.
+	RoutersPerNetwork int
+}
+
+// routersPerNetwork is RoutersPerNetwork, 0 meaning MaxVRID.
+func (c Config) routersPerNetwork() int {
+	if c.RoutersPerNetwork <= 0 || c.RoutersPerNetwork > MaxVRID {
+		return MaxVRID
+	}
+	return c.RoutersPerNetwork
 }
 
 // ErrNotEnoughAgents is Neutron's HANotEnoughAvailableAgents.
@@ -105,6 +118,21 @@ func ChooseAgents(cands []Candidate, n int, rnd *rand.Rand) []Candidate {
 		c = c[:n]
 	}
 	return c
+}
+
+// FewestMastersFirst moves the candidate with the fewest masters (the
+// first such in cands' order) to the front, keeping the others' order.
+func FewestMastersFirst(cands []Candidate, masters map[string]int) []Candidate {
+	best := 0
+	for i, c := range cands {
+		if masters[c.AgentID] < masters[cands[best].AgentID] {
+			best = i
+		}
+	}
+	out := make([]Candidate, 0, len(cands))
+	out = append(out, cands[best])
+	out = append(out, cands[:best]...)
+	return append(out, cands[best+1:]...)
 }
 
 // Alive reports whether an agent's last heartbeat is recent enough.
@@ -204,7 +232,7 @@ func (m *Manager) EnableHA(tx *store.Tx, r *store.Router) error {
 		// create does not read every VRID of the project.
 		if n, err := tx.CountVRIDs(hn.NetworkID); err != nil {
 			return err
-		} else if n >= MaxVRID {
+		} else if n >= m.cfg.routersPerNetwork() {
 			continue
 		}
 		used, err := m.usedVRIDs(tx, hn.NetworkID)
@@ -394,8 +422,19 @@ func (m *Manager) scheduleOn(tx *store.Tx, r *store.Router, el []*store.Agent, l
 			byID[a.ID] = a
 		}
 	}
+	chosen := ChooseAgents(cands, want, newRand())
+	if len(existing) == 0 && len(chosen) > 1 {
+		// A new router: its first binding (index 1) starts VRRP first and
+		// becomes master; give it to the chosen agent with fewest masters,
+		// so that masters spread as evenly as routers.
+		masters, err := tx.MasterCountsByAgent()
+		if err != nil {
+			return nil, err
+		}
+		chosen = FewestMastersFirst(chosen, masters)
+	}
 	var added []string
-	for _, c := range ChooseAgents(cands, want, newRand()) {
+	for _, c := range chosen {
 		if err := m.bind(tx, r, byID[c.AgentID], existing); err != nil {
 			return nil, err
 		}

@@ -113,3 +113,17 @@ func TestHANetworkNameMatchesNeutronForTheFirstNetwork(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 }
+
+func TestFewestMastersFirst(t *testing.T) {
+	c := []Candidate{{AgentID: "a"}, {AgentID: "b"}, {AgentID: "c"}}
+	got := FewestMastersFirst(c, map[string]int{"a": 3, "b": 1, "c": 1})
+	if got[0].AgentID != "b" || got[1].AgentID != "a" || got[2].AgentID != "c" {
+		t.Errorf("got %v, want b a c", got)
+	}
+	if got := FewestMastersFirst(c, nil); got[0].AgentID != "a" || len(got) != 3 {
+		t.Errorf("got %v, want the order kept", got)
+	}
+	if c[0].AgentID != "a" || c[1].AgentID != "b" {
+		t.Errorf("input changed: %v", c)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -45,12 +46,24 @@ type Options struct {
 	Binary string
 	// Dataplane is passed to every agent as --dataplane (linux or fake).
 	Dataplane string
-	// HADriver and AdvertInt are passed to every agent as --ha-driver and
-	// --ha-vrrp-advert-int when not empty.
+	// HADriver is passed to the agents as --ha-driver: one driver for every
+	// node ("native"), or one per node ("net1=keepalived,net2=native"; a
+	// plain item in such a list is the driver of the nodes not named, and a
+	// node without any keeps the agent's default). See ParseHADrivers.
+	// AdvertInt is passed to every agent as --ha-vrrp-advert-int when not
+	// empty; network nodes with different drivers need it, so that they all
+	// speak one VRRP version and interval (1: VRRPv2 at 1 s; 0.1: VRRPv3).
 	HADriver  string
 	AdvertInt string
 	// AgentDownTime is the server's agent_down_time in seconds (default 10).
 	AgentDownTime int
+	// MinAgentsPerRouter is the server's min_l3_agents_per_router (0: 2).
+	// The benchmarks set 1, so that routers can be created while only one
+	// network node is eligible (all their masters on that node).
+	MinAgentsPerRouter int
+	// HARoutersPerNetwork is the server's l3_ha_routers_per_network (0: the
+	// server's default, 254).
+	HARoutersPerNetwork int
 	// Out receives progress messages (nil: discarded).
 	Out io.Writer
 }
@@ -82,6 +95,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.Dataplane != DataplaneLinux && o.Dataplane != DataplaneFake {
 		return fmt.Errorf("--dataplane %q: want %s or %s", o.Dataplane, DataplaneLinux, DataplaneFake)
+	}
+	if err := checkHADrivers(o.HADriver, o.AdvertInt); err != nil {
+		return err
 	}
 	if o.AgentDownTime == 0 {
 		o.AgentDownTime = DefaultAgentDownTime
@@ -174,6 +190,10 @@ func up(ctx context.Context, o *Options) (*State, error) {
 		Name: o.Name, Dir: o.Dir, Binary: o.Binary, CreatedAt: time.Now().UTC(),
 		Dataplane: o.Dataplane, HADriver: o.HADriver, AdvertInt: o.AdvertInt,
 		AgentDownTime: o.AgentDownTime, ServerURL: serverURL(), Processes: []Process{},
+		MinAgentsPerRouter: o.MinAgentsPerRouter, HARoutersPerNetwork: o.HARoutersPerNetwork,
+	}
+	if drivers, _ := ParseHADrivers(o.HADriver); len(drivers) > 0 {
+		st.HADrivers = drivers
 	}
 	if err := st.Save(); err != nil {
 		return nil, err
@@ -320,7 +340,7 @@ func randomHex(n int) string {
 
 // serverArgv is the server's command line.
 func serverArgv(st *State) []string {
-	return []string{
+	argv := []string{
 		st.Binary, "server",
 		"--bind", ControllerIP + ":" + strconv.Itoa(ServerPort),
 		"--state-dir", serverStateDir(st.Dir),
@@ -328,9 +348,100 @@ func serverArgv(st *State) []string {
 		"--auth-strategy", "noauth",
 		"--l3-ha", "true",
 		"--agent-down-time", strconv.Itoa(st.AgentDownTime),
-		"--min-l3-agents-per-router", "2",
+		"--min-l3-agents-per-router", strconv.Itoa(st.minAgents()),
 		"--max-l3-agents-per-router", "2",
 	}
+	if st.HARoutersPerNetwork > 0 {
+		argv = append(argv, "--l3-ha-routers-per-network", strconv.Itoa(st.HARoutersPerNetwork))
+	}
+	return argv
+}
+
+// minAgents is the server's min_l3_agents_per_router (default 2).
+func (s *State) minAgents() int {
+	if s.MinAgentsPerRouter > 0 {
+		return s.MinAgentsPerRouter
+	}
+	return 2
+}
+
+// HA drivers an agent offers (--ha-driver).
+var haDriverNames = []string{"keepalived", "native"}
+
+// ParseHADrivers reads the lab's --ha-driver value: a plain driver
+// ("native") is every node's; a list of NODE=DRIVER items gives nodes their
+// own ("net1=keepalived,net2=native"), and a plain item in the list is the
+// driver of the nodes it does not name ("native,net1=keepalived"). It
+// returns the driver of each node that has one; "" gives an empty map (every
+// agent keeps its default).
+func ParseHADrivers(spec string) (map[string]string, error) {
+	out := map[string]string{}
+	if strings.TrimSpace(spec) == "" {
+		return out, nil
+	}
+	def := ""
+	for _, item := range strings.Split(spec, ",") {
+		item = strings.TrimSpace(item)
+		node, driver, named := strings.Cut(item, "=")
+		if !named {
+			node, driver = "", item
+		}
+		node, driver = strings.TrimSpace(node), strings.TrimSpace(driver)
+		if !slices.Contains(haDriverNames, driver) {
+			return nil, fmt.Errorf("--ha-driver %q: driver %q: want %s", spec, driver, strings.Join(haDriverNames, " or "))
+		}
+		switch {
+		case !named && def != "":
+			return nil, fmt.Errorf("--ha-driver %q: two drivers for every node (%s, %s)", spec, def, driver)
+		case !named:
+			def = driver
+		case out[node] != "":
+			return nil, fmt.Errorf("--ha-driver %q: node %s named twice", spec, node)
+		default:
+			if _, ok := nodeByName(node); !ok {
+				return nil, fmt.Errorf("--ha-driver %q: no node %q (nodes: %s)", spec, node, strings.Join(nodeNames(), ", "))
+			}
+			out[node] = driver
+		}
+	}
+	if def != "" {
+		for _, n := range Nodes {
+			if out[n.Name] == "" {
+				out[n.Name] = def
+			}
+		}
+	}
+	return out, nil
+}
+
+func nodeNames() []string {
+	var out []string
+	for _, n := range Nodes {
+		out = append(out, n.Name)
+	}
+	return out
+}
+
+// checkHADrivers validates the lab's --ha-driver value. Network nodes with
+// different drivers (or some with the agent's default) share VRRP groups,
+// so they must agree on the version and interval, which differ between the
+// drivers' defaults (keepalived 2 s VRRPv2, native 0.2 s VRRPv3): such a
+// lab needs an explicit advert interval.
+func checkHADrivers(spec, advertInt string) error {
+	drivers, err := ParseHADrivers(spec)
+	if err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	for _, n := range Nodes {
+		if n.Network {
+			seen[drivers[n.Name]] = true
+		}
+	}
+	if len(seen) > 1 && advertInt == "" {
+		return fmt.Errorf("--ha-driver %q: network nodes with different HA drivers need --ha-vrrp-advert-int, so that they speak one VRRP version and interval (1: VRRPv2 at 1 s, keepalived's and Neutron's kind; 0.1: VRRPv3)", spec)
+	}
+	return nil
 }
 
 // agentCaps is what the agent binary accepts, from `l3ha agent --help`.
@@ -410,8 +521,8 @@ func agentArgv(st *State, n Node, caps agentCaps) ([]string, error) {
 	if n.Network {
 		opt("physical-interface-mappings", PhysicalNetwork+":"+devExternal, linux)
 	}
-	if st.HADriver != "" {
-		opt("ha-driver", st.HADriver, true)
+	if d := st.haDriverOf(n.Name); d != "" {
+		opt("ha-driver", d, true)
 	}
 	if st.AdvertInt != "" {
 		opt("ha-vrrp-advert-int", st.AdvertInt, true)

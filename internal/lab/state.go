@@ -18,15 +18,24 @@ const stateFile = "lab.json"
 // lab's processes and settings. Namespaces are not recorded: their names
 // derive from the lab name.
 type State struct {
-	Name          string    `json:"name"`
-	Dir           string    `json:"dir"`
-	Binary        string    `json:"binary"`
-	CreatedAt     time.Time `json:"created_at"`
-	Dataplane     string    `json:"dataplane"`
-	HADriver      string    `json:"ha_driver,omitempty"`
-	AdvertInt     string    `json:"ha_vrrp_advert_int,omitempty"`
-	AgentDownTime int       `json:"agent_down_time"`
-	ServerURL     string    `json:"server_url"`
+	Name      string    `json:"name"`
+	Dir       string    `json:"dir"`
+	Binary    string    `json:"binary"`
+	CreatedAt time.Time `json:"created_at"`
+	Dataplane string    `json:"dataplane"`
+	// HADriver is the lab's --ha-driver as given ("native",
+	// "net1=keepalived,net2=native"); HADrivers the driver it gives each
+	// node (ParseHADrivers), nodes without one keeping the agent's default.
+	HADriver      string            `json:"ha_driver,omitempty"`
+	HADrivers     map[string]string `json:"ha_drivers,omitempty"`
+	AdvertInt     string            `json:"ha_vrrp_advert_int,omitempty"`
+	AgentDownTime int               `json:"agent_down_time"`
+	// MinAgentsPerRouter is the server's min_l3_agents_per_router (0: 2).
+	MinAgentsPerRouter int `json:"min_l3_agents_per_router,omitempty"`
+	// HARoutersPerNetwork is the server's l3_ha_routers_per_network (0: its
+	// default).
+	HARoutersPerNetwork int    `json:"l3_ha_routers_per_network,omitempty"`
+	ServerURL           string `json:"server_url"`
 	// ComputeAgentDisabled is set when the agent binary did not accept
 	// --agent-mode dvr: the compute node then runs a legacy agent that the
 	// lab set admin_state_up=false so that no router is scheduled on it.
@@ -93,6 +102,19 @@ func (s *State) Save() error {
 		return err
 	}
 	return nil
+}
+
+// haDriverOf is the --ha-driver of node's agent ("": the agent's default).
+// A state file without ha_drivers (an older lab) derives it from ha_driver.
+func (s *State) haDriverOf(node string) string {
+	if s.HADrivers != nil {
+		return s.HADrivers[node]
+	}
+	drivers, err := ParseHADrivers(s.HADriver)
+	if err != nil {
+		return s.HADriver // passed on as it is; the agent judges it
+	}
+	return drivers[node]
 }
 
 // process returns the recorded process called name.

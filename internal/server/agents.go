@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -217,10 +218,11 @@ func writeJSONBody(w http.ResponseWriter, status int, v any) {
 
 // builtState is the last desired state built for a host.
 type builtState struct {
-	rev  int64         // the revision known before the build began
+	rev  int64         // the revision known before the build began (or since which nothing relevant was committed)
 	etag string        // what it built
 	cost time.Duration // how long building took
 	at   time.Time     // when it was built
+	deps *stateDeps    // what it was built from
 }
 
 // builtStates remembers the last state built per host, so that an agent
@@ -229,6 +231,24 @@ type builtState struct {
 type builtStates struct {
 	mu    sync.Mutex
 	hosts map[string]builtState
+
+	slotsOnce sync.Once
+	slots     chan struct{}
+}
+
+// acquire waits for one of the build slots: half the CPUs (at least one)
+// may build desired states at once, so that many hosts' rebuilds (a change
+// that concerns hundreds of hosts, such as a host joining an HA network
+// they all share) queue and batch instead of starving the API and each
+// other.
+func (b *builtStates) acquire(ctx context.Context) (release func(), err error) {
+	b.slotsOnce.Do(func() { b.slots = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2)) })
+	select {
+	case b.slots <- struct{}{}:
+		return func() { <-b.slots }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 func (b *builtStates) load(host string) (builtState, bool) {
@@ -236,6 +256,28 @@ func (b *builtStates) load(host string) (builtState, bool) {
 	defer b.mu.Unlock()
 	st, ok := b.hosts[host]
 	return st, ok
+}
+
+// advance records that nothing committed up to rev changes the state last
+// built for host, unless another build replaced it meanwhile.
+func (b *builtStates) advance(host string, last builtState, rev int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if cur, ok := b.hosts[host]; ok && cur.deps == last.deps && cur.rev == last.rev && rev > cur.rev {
+		cur.rev = rev
+		b.hosts[host] = cur
+	}
+}
+
+// unaffected reports whether no write committed after last.rev up to rev
+// can change the state last built (store.Changes); a write another server
+// committed is unknown, so it counts as relevant.
+func (s *Server) unaffected(last builtState, rev int64) bool {
+	if last.deps == nil {
+		return false
+	}
+	changes, ok := s.db.ChangesSince(last.rev, rev)
+	return ok && !last.deps.affectedBy(changes)
 }
 
 func (b *builtStates) store(host string, st builtState) {
@@ -278,9 +320,11 @@ func (s *Server) waitState(w http.ResponseWriter, r *http.Request) error {
 	for {
 		rev := s.db.Revision()
 		if last, ok := s.built.load(host); ok && etag != "" && last.etag == etag && !paced {
-			if last.rev == rev {
-				// The agent holds what was built at this revision and nothing
-				// was committed since: wait without building it again.
+			if last.rev == rev || s.unaffected(last, rev) {
+				// The agent holds what was built at this revision and
+				// nothing committed since concerns this host: wait without
+				// building it again.
+				s.built.advance(host, last, rev)
 				if _, err := s.db.WaitRevision(ctx, rev); err != nil {
 					if r.Context().Err() != nil {
 						return nil
@@ -288,6 +332,7 @@ func (s *Server) waitState(w http.ResponseWriter, r *http.Request) error {
 					w.WriteHeader(http.StatusNoContent)
 					return nil
 				}
+				continue
 			}
 			// Something changed: pace this host's builds (buildPause), so
 			// that a stream of changes is answered in batches.
@@ -307,8 +352,14 @@ func (s *Server) waitState(w http.ResponseWriter, r *http.Request) error {
 		}
 		paced = false
 		var st *agentapi.DesiredState
+		var deps *stateDeps
+		release, err := s.built.acquire(r.Context())
+		if err != nil {
+			return nil // the agent went away
+		}
+		rev = s.db.Revision()
 		began := time.Now()
-		err := s.db.Read(r.Context(), func(tx *store.Tx) error {
+		err = s.db.Read(r.Context(), func(tx *store.Tx) error {
 			a, err := s.agentByHost(tx, host)
 			if err != nil {
 				return err
@@ -316,13 +367,14 @@ func (s *Server) waitState(w http.ResponseWriter, r *http.Request) error {
 			if a == nil {
 				return endpointError{http.StatusNotFound, "AgentNotFound", fmt.Sprintf("no L3 agent registered on host %s: heartbeat first", host)}
 			}
-			st, err = BuildDesiredState(tx, a)
+			st, deps, err = buildDesiredState(tx, a)
 			return err
 		})
+		release()
 		if err != nil {
 			return err
 		}
-		s.built.store(host, builtState{rev: rev, etag: st.ETag, cost: time.Since(began), at: time.Now()})
+		s.built.store(host, builtState{rev: rev, etag: st.ETag, cost: time.Since(began), at: time.Now(), deps: deps})
 		if st.ETag != etag {
 			writeJSONBody(w, http.StatusOK, st)
 			return nil

@@ -43,6 +43,7 @@ var Options = []config.Option{
 	{Name: "min_l3_agents_per_router", Default: "2", Usage: "fewer eligible agents make HA router creation fail"},
 	{Name: "l3_ha_net_cidr", Default: "169.254.192.0/18", Usage: "subnet of HA networks"},
 	{Name: "l3_ha_network_type", Default: "", Usage: "network type of HA networks (vxlan when empty)"},
+	{Name: "l3_ha_routers_per_network", Default: "254", Usage: "HA routers (VRIDs) per HA network, 1..254: a project gets another HA network when its last one has this many. Every VRRP advert reaches every ha- port of its HA network on every node, so fewer routers per network bound that flood (254: Neutron's one network per project)"},
 	{Name: "l3_ha_network_physical_name", Default: "", Usage: "physical network of HA networks for flat type"},
 	{Name: "vni_ranges", Default: "1:65535", Usage: "VXLAN ids for tenant and HA networks, MIN:MAX"},
 	{Name: "agent_down_time", Default: "75", Usage: "seconds without heartbeat after which an agent is dead"},
@@ -83,7 +84,7 @@ func Load(set *config.Set) (*Config, error) {
 		MaxAgents: v.Int("max_l3_agents_per_router", 0), MinAgents: v.Int("min_l3_agents_per_router", 0),
 		NetCIDR: v.NetworkCIDR("l3_ha_net_cidr"), NetworkType: v.String("l3_ha_network_type"),
 		PhysicalNetwork: v.String("l3_ha_network_physical_name"), VNIs: ipam.VNIRange{Min: lo, Max: hi},
-		AgentDownTime: v.Seconds("agent_down_time"),
+		AgentDownTime: v.Seconds("agent_down_time"), RoutersPerNetwork: v.Int("l3_ha_routers_per_network", 1),
 	}
 	if err := v.Err(); err != nil {
 		return nil, err
@@ -93,6 +94,9 @@ func Load(set *config.Set) (*Config, error) {
 	}
 	if b := c.HA.NetCIDR.Bits(); b > 24 {
 		return nil, fmt.Errorf("invalid configuration: l3_ha_net_cidr %s is too small for HA ports (want /24 or larger)", c.HA.NetCIDR)
+	}
+	if c.HA.RoutersPerNetwork > ha.MaxVRID {
+		return nil, fmt.Errorf("invalid configuration: l3_ha_routers_per_network %d (want 1 to %d)", c.HA.RoutersPerNetwork, ha.MaxVRID)
 	}
 	if t := c.HA.NetworkType; t != "" && t != "vxlan" && t != "flat" {
 		return nil, fmt.Errorf("invalid configuration: l3_ha_network_type %q (want vxlan or flat)", t)

@@ -59,6 +59,21 @@ type DB struct {
 	mu       sync.Mutex
 	revision int64
 	changed  chan struct{} // closed and replaced when revision grows
+	// changeLog holds what recent local writes changed (changes.go);
+	// pending are revisions being committed here, which the listener
+	// leaves to the writer (true once it was notified of one).
+	changeLog map[int64]*Changes
+	pending   map[int64]bool
+	// Routers and masters per agent, kept between writes (changes.go).
+	routerCounts, masters agentCounts
+	// Kept between transactions (changes.go): ports per network, agents;
+	// the last revisions that changed a network's ports (netRev: not
+	// applied to the kept entry; joinRev: applied) or anything (unknownRev).
+	netCache    map[string]*NetworkPorts
+	agentsCache []*Agent
+	netRev      map[string]int64
+	joinRev     map[string]int64
+	unknownRev  int64
 
 	stopListen context.CancelFunc
 	listenDone chan struct{}
@@ -278,6 +293,13 @@ type Tx struct {
 	Revision int64
 	// Now is the transaction's clock, shared by every row it stamps.
 	Now time.Time
+	// minRev is the revision known before the transaction began: it sees
+	// every change up to it.
+	minRev int64
+
+	ch                         *Changes // what this write changed (bumping writes only)
+	routerCounts, masterCounts txCounts // its bindings added and removed per agent
+	deltaUnknown               bool     // bindings changed uncounted
 }
 
 func (t *Tx) exec(q string, args ...any) (sql.Result, error) {
@@ -295,12 +317,13 @@ func (t *Tx) queryRow(q string, args ...any) *sql.Row {
 // Read runs fn in a read-only transaction.
 func (db *DB) Read(ctx context.Context, fn func(*Tx) error) error {
 	return db.retry(ctx, func() error {
+		minRev := db.Revision()
 		tx, err := db.reader.BeginTx(ctx, &sql.TxOptions{ReadOnly: db.dialect == Postgres})
 		if err != nil {
 			return fmt.Errorf("beginning read: %w", err)
 		}
 		defer tx.Rollback()
-		if err := fn(&Tx{db: db, tx: tx, ctx: ctx, Now: time.Now().UTC()}); err != nil {
+		if err := fn(&Tx{db: db, tx: tx, ctx: ctx, Now: time.Now().UTC(), minRev: minRev}); err != nil {
 			return err
 		}
 		return tx.Commit()
@@ -340,12 +363,13 @@ func (t *Tx) LockWrites() error {
 func (db *DB) write(ctx context.Context, bump bool, fn func(*Tx) error) (int64, error) {
 	var rev int64
 	err := db.retry(ctx, func() error {
+		minRev := db.Revision()
 		tx, err := db.writer.BeginTx(ctx, nil)
 		if err != nil {
 			return fmt.Errorf("beginning write: %w", err)
 		}
 		defer tx.Rollback()
-		t := &Tx{db: db, tx: tx, ctx: ctx, Now: time.Now().UTC()}
+		t := &Tx{db: db, tx: tx, ctx: ctx, Now: time.Now().UTC(), minRev: minRev}
 		if bump {
 			if err := t.queryRow("UPDATE meta SET revision = revision + 1 WHERE id = 1 RETURNING revision").Scan(&t.Revision); err != nil {
 				return fmt.Errorf("bumping revision: %w", err)
@@ -358,17 +382,66 @@ func (db *DB) write(ctx context.Context, bump bool, fn func(*Tx) error) (int64, 
 			if _, err := t.exec("SELECT pg_notify(?, ?)", notifyChannel, strconv.FormatInt(t.Revision, 10)); err != nil {
 				return fmt.Errorf("notifying: %w", err)
 			}
+			db.setPending(t.Revision)
 		}
 		if err := tx.Commit(); err != nil {
+			if bump && db.dialect == Postgres {
+				db.dropPending(t.Revision)
+			}
 			return err
 		}
 		rev = t.Revision
+		if bump {
+			db.committed(rev, t)
+		}
 		return nil
 	})
-	if err == nil && bump {
+	return rev, err
+}
+
+// setPending tells the listener that rev is being committed here, so that
+// its notification does not advance the revision before the writer logged
+// what rev changed.
+func (db *DB) setPending(rev int64) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.pending == nil {
+		db.pending = map[int64]bool{}
+	}
+	db.pending[rev] = false
+}
+
+// dropPending forgets a revision whose commit failed; one the listener
+// heard of meanwhile (another server committed it) is advanced to now.
+func (db *DB) dropPending(rev int64) {
+	db.mu.Lock()
+	seen := db.pending[rev]
+	delete(db.pending, rev)
+	db.mu.Unlock()
+	if seen {
 		db.advance(rev)
 	}
-	return rev, err
+}
+
+// committed logs what t changed as rev and advances the revision.
+func (db *DB) committed(rev int64, t *Tx) {
+	db.mu.Lock()
+	delete(db.pending, rev)
+	if rev > db.revision+1 {
+		// Revisions before rev not heard of yet: another server's (or a
+		// concurrent local write's, logged when it returns).
+		db.forgetKept(rev - 1)
+	}
+	db.logChanges(rev, t.ch)
+	db.routerCounts.keep(rev, &t.routerCounts, t.deltaUnknown)
+	db.masters.keep(rev, &t.masterCounts, t.deltaUnknown)
+	db.keepNetworks(rev, t.ch)
+	if rev > db.revision {
+		db.revision = rev
+		close(db.changed)
+		db.changed = make(chan struct{})
+	}
+	db.mu.Unlock()
 }
 
 // retry reruns fn on serialization failures, deadlocks and lock timeouts.
@@ -443,7 +516,14 @@ func (db *DB) WaitRevision(ctx context.Context, after int64) (int64, error) {
 func (db *DB) advance(rev int64) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
+	if _, ok := db.pending[rev]; ok {
+		// Committed here: the writer advances once it logged its changes.
+		db.pending[rev] = true
+		rev--
+	}
 	if rev > db.revision {
+		// Committed by another server: what it changed is unknown.
+		db.forgetKept(rev)
 		db.revision = rev
 		close(db.changed)
 		db.changed = make(chan struct{})

@@ -203,6 +203,7 @@ func scanNetwork(s scanner) (*Network, error) {
 
 // InsertNetwork stores a new network stamped with the transaction's time.
 func (t *Tx) InsertNetwork(n *Network) error {
+	t.touchNetwork(n.ID)
 	n.CreatedAt, n.UpdatedAt, n.Revision = t.Now, t.Now, 1
 	_, err := t.exec("INSERT INTO networks ("+networkCols+") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
 		n.ID, n.ProjectID, n.Name, n.Description, n.AdminStateUp, n.Status, n.Shared, n.External, n.NetworkType, n.PhysicalNetwork, n.SegmentationID, n.MTU, n.Revision, us(n.CreatedAt), us(n.UpdatedAt))
@@ -214,6 +215,7 @@ func (t *Tx) InsertNetwork(n *Network) error {
 
 // UpdateNetwork writes n's mutable fields and bumps its revision.
 func (t *Tx) UpdateNetwork(n *Network) error {
+	t.touchNetwork(n.ID)
 	n.Revision++
 	n.UpdatedAt = t.Now
 	_, err := t.exec("UPDATE networks SET name=?, description=?, admin_state_up=?, shared=?, external=?, mtu=?, revision_number=?, updated_at=? WHERE id=?",
@@ -226,6 +228,7 @@ func (t *Tx) UpdateNetwork(n *Network) error {
 
 // TouchNetwork bumps a network's revision (its subnets changed).
 func (t *Tx) TouchNetwork(id string) error {
+	t.touchNetwork(id)
 	_, err := t.exec("UPDATE networks SET revision_number = revision_number + 1, updated_at=? WHERE id=?", us(t.Now), id)
 	return err
 }
@@ -260,6 +263,7 @@ func (t *Tx) ListNetworks(w Where) ([]*Network, error) {
 
 // DeleteNetwork removes a network (its subnets must be gone).
 func (t *Tx) DeleteNetwork(id string) error {
+	t.touchNetwork(id)
 	_, err := t.exec("DELETE FROM networks WHERE id=?", id)
 	return err
 }
@@ -282,6 +286,7 @@ func (t *Tx) FlatPhysnetInUse(physnet string) (bool, error) {
 
 // InsertHANetwork records that network serves project's HA routers.
 func (t *Tx) InsertHANetwork(h HANetwork) error {
+	t.touchNetwork(h.NetworkID)
 	_, err := t.exec("INSERT INTO ha_networks (network_id, project_id, seq) VALUES (?,?,?)", h.NetworkID, h.ProjectID, h.Seq)
 	return err
 }
@@ -307,12 +312,14 @@ func (t *Tx) ListHANetworks(w Where) ([]HANetwork, error) {
 
 // DeleteHANetwork forgets the HA link of a network.
 func (t *Tx) DeleteHANetwork(networkID string) error {
+	t.touchNetwork(networkID)
 	_, err := t.exec("DELETE FROM ha_networks WHERE network_id=?", networkID)
 	return err
 }
 
 // InsertVRID allocates vrid on an HA network to a router.
 func (t *Tx) InsertVRID(a VRIDAllocation) error {
+	t.touchRouter(a.RouterID)
 	_, err := t.exec("INSERT INTO ha_vrids (network_id, vrid, router_id) VALUES (?,?,?)", a.NetworkID, a.VRID, a.RouterID)
 	return err
 }
@@ -345,6 +352,7 @@ func (t *Tx) CountVRIDs(networkID string) (int, error) {
 
 // DeleteVRID frees a router's VRID.
 func (t *Tx) DeleteVRID(routerID string) error {
+	t.touchRouter(routerID)
 	_, err := t.exec("DELETE FROM ha_vrids WHERE router_id=?", routerID)
 	return err
 }
@@ -380,6 +388,7 @@ func nonNil[T any](s []T) []T {
 
 // InsertSubnet stores a new subnet.
 func (t *Tx) InsertSubnet(s *Subnet) error {
+	t.touchNetwork(s.NetworkID)
 	s.CreatedAt, s.UpdatedAt, s.Revision = t.Now, t.Now, 0
 	_, err := t.exec("INSERT INTO subnets ("+subnetCols+") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
 		s.ID, s.NetworkID, s.ProjectID, s.Name, s.Description, s.CIDR, s.GatewayIP, s.EnableDHCP, s.IPVersion,
@@ -392,6 +401,7 @@ func (t *Tx) InsertSubnet(s *Subnet) error {
 
 // UpdateSubnet writes a subnet's mutable fields and bumps its revision.
 func (t *Tx) UpdateSubnet(s *Subnet) error {
+	t.touchNetwork(s.NetworkID)
 	s.Revision++
 	s.UpdatedAt = t.Now
 	_, err := t.exec("UPDATE subnets SET name=?, description=?, gateway_ip=?, enable_dhcp=?, allocation_pools=?, dns_nameservers=?, host_routes=?, revision_number=?, updated_at=? WHERE id=?",
@@ -429,6 +439,13 @@ func (t *Tx) ListSubnets(w Where) ([]*Subnet, error) {
 
 // DeleteSubnet removes a subnet.
 func (t *Tx) DeleteSubnet(id string) error {
+	if t.tracking() {
+		var netID string
+		if err := t.queryRow("SELECT network_id FROM subnets WHERE id=?", id).Scan(&netID); err != nil {
+			t.touchAll()
+		}
+		t.touchNetwork(netID)
+	}
 	_, err := t.exec("DELETE FROM subnets WHERE id=?", id)
 	return err
 }
@@ -450,6 +467,7 @@ func scanPort(s scanner) (*Port, error) {
 // InsertPort stores a new port and its fixed IPs. An address already taken
 // surfaces as a unique violation (IsUniqueViolation).
 func (t *Tx) InsertPort(p *Port) error {
+	t.touchPort(portLocation{p.NetworkID, p.DeviceID, p.DeviceOwner, p.HostID}, false)
 	p.CreatedAt, p.UpdatedAt, p.Revision = t.Now, t.Now, 1
 	_, err := t.exec("INSERT INTO ports ("+portCols+") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
 		p.ID, p.NetworkID, p.ProjectID, p.Name, p.Description, p.AdminStateUp, p.MACAddress, p.DeviceID, p.DeviceOwner, p.Status, p.HostID, p.Revision, us(p.CreatedAt), us(p.UpdatedAt))
@@ -470,6 +488,7 @@ func (t *Tx) insertIPs(p *Port) error {
 
 // UpdatePort writes a port's mutable fields and fixed IPs, bumping its revision.
 func (t *Tx) UpdatePort(p *Port) error {
+	t.touchPortChange(p.ID, &portLocation{p.NetworkID, p.DeviceID, p.DeviceOwner, p.HostID})
 	p.Revision++
 	p.UpdatedAt = t.Now
 	_, err := t.exec("UPDATE ports SET name=?, description=?, admin_state_up=?, device_id=?, device_owner=?, status=?, host_id=?, project_id=?, revision_number=?, updated_at=? WHERE id=?",
@@ -486,6 +505,14 @@ func (t *Tx) UpdatePort(p *Port) error {
 // SetPortHost moves a port's binding:host_id without bumping the global
 // revision (used by quiet ha_state reports).
 func (t *Tx) SetPortHost(portID, host string) error {
+	if t.tracking() {
+		if l, ok := t.portLocationOf(portID); ok {
+			l.host = host
+			t.touchPortChange(portID, &l)
+		} else {
+			t.touchAll()
+		}
+	}
 	_, err := t.exec("UPDATE ports SET host_id=?, updated_at=? WHERE id=? AND host_id<>?", host, us(t.Now), portID, host)
 	return err
 }
@@ -557,11 +584,39 @@ func (t *Tx) ListPorts(w Where) ([]*Port, error) {
 
 // DeletePort removes a port and its IP allocations.
 func (t *Tx) DeletePort(id string) error {
+	t.touchPortChange(id, nil)
 	if _, err := t.exec("DELETE FROM ip_allocations WHERE port_id=?", id); err != nil {
 		return err
 	}
 	_, err := t.exec("DELETE FROM ports WHERE id=?", id)
 	return err
+}
+
+// PortLocation is where a port is: its network, its device and owner, and
+// the host it is bound to.
+type PortLocation struct {
+	NetworkID, DeviceID, DeviceOwner, HostID string
+}
+
+// ListPortLocations returns the location of every port matching w: a
+// narrow read, without the rest of the port and its fixed IPs, for
+// computing which hosts need a network.
+func (t *Tx) ListPortLocations(w Where) ([]PortLocation, error) {
+	cond, args := w.sql()
+	rows, err := t.query("SELECT network_id, device_id, device_owner, host_id FROM ports"+cond, args...)
+	if err != nil {
+		return nil, fmt.Errorf("listing port locations: %w", err)
+	}
+	defer rows.Close()
+	var out []PortLocation
+	for rows.Next() {
+		var l PortLocation
+		if err := rows.Scan(&l.NetworkID, &l.DeviceID, &l.DeviceOwner, &l.HostID); err != nil {
+			return nil, err
+		}
+		out = append(out, l)
+	}
+	return out, rows.Err()
 }
 
 // UsedIPs returns the allocated addresses of a subnet.
@@ -623,6 +678,7 @@ func scanRouter(s scanner) (*Router, error) {
 
 // InsertRouter stores a new router.
 func (t *Tx) InsertRouter(r *Router) error {
+	t.touchRouter(r.ID)
 	r.CreatedAt, r.UpdatedAt, r.Revision = t.Now, t.Now, 1
 	_, err := t.exec("INSERT INTO routers ("+routerCols+") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
 		r.ID, r.ProjectID, r.Name, r.Description, r.AdminStateUp, r.Status, r.HA, r.Distributed, r.GWPortID, r.EnableSNAT, mustJSON(nonNil(r.Routes)), r.Revision, us(r.CreatedAt), us(r.UpdatedAt))
@@ -634,6 +690,7 @@ func (t *Tx) InsertRouter(r *Router) error {
 
 // UpdateRouter writes a router's mutable fields and bumps its revision.
 func (t *Tx) UpdateRouter(r *Router) error {
+	t.touchRouter(r.ID)
 	r.Revision++
 	r.UpdatedAt = t.Now
 	_, err := t.exec("UPDATE routers SET name=?, description=?, admin_state_up=?, status=?, ha=?, distributed=?, gw_port_id=?, enable_snat=?, routes=?, revision_number=?, updated_at=? WHERE id=?",
@@ -682,6 +739,8 @@ func (t *Tx) CountRouters(w Where) (int, error) {
 
 // DeleteRouter removes a router (bindings and VRID go with it).
 func (t *Tx) DeleteRouter(id string) error {
+	t.touchRouter(id) // its bindings go too: the hosts holding it rebuild
+	t.bindingsUnknown()
 	for _, q := range []string{"DELETE FROM router_bindings WHERE router_id=?", "DELETE FROM ha_vrids WHERE router_id=?", "DELETE FROM routers WHERE id=?"} {
 		if _, err := t.exec(q, id); err != nil {
 			return fmt.Errorf("deleting router %s: %w", id, err)
@@ -691,6 +750,22 @@ func (t *Tx) DeleteRouter(id string) error {
 }
 
 // ---- floating IPs
+
+// touchFloatingIP records the router a floating IP is associated with
+// before it changes.
+func (t *Tx) touchFloatingIP(id string) {
+	if !t.tracking() {
+		return
+	}
+	var router sql.NullString
+	if err := t.queryRow("SELECT router_id FROM floatingips WHERE id=?", id).Scan(&router); err != nil {
+		t.touchAll()
+		return
+	}
+	if router.Valid {
+		t.touchRouter(router.String)
+	}
+}
 
 const fipCols = "id, project_id, description, floating_network_id, floating_ip_address, floating_port_id, fixed_port_id, fixed_ip_address, router_id, status, revision_number, created_at, updated_at"
 
@@ -716,6 +791,9 @@ func scanFIP(s scanner) (*FloatingIP, error) {
 
 // InsertFloatingIP stores a new floating IP.
 func (t *Tx) InsertFloatingIP(f *FloatingIP) error {
+	if f.RouterID != nil {
+		t.touchRouter(*f.RouterID)
+	}
 	f.CreatedAt, f.UpdatedAt, f.Revision = t.Now, t.Now, 0
 	_, err := t.exec("INSERT INTO floatingips ("+fipCols+") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
 		f.ID, f.ProjectID, f.Description, f.FloatingNetworkID, f.FloatingIP, f.FloatingPortID, f.FixedPortID, f.FixedIP, f.RouterID, f.Status, f.Revision, us(f.CreatedAt), us(f.UpdatedAt))
@@ -727,6 +805,10 @@ func (t *Tx) InsertFloatingIP(f *FloatingIP) error {
 
 // UpdateFloatingIP writes a floating IP's association and bumps its revision.
 func (t *Tx) UpdateFloatingIP(f *FloatingIP) error {
+	t.touchFloatingIP(f.ID)
+	if f.RouterID != nil {
+		t.touchRouter(*f.RouterID)
+	}
 	f.Revision++
 	f.UpdatedAt = t.Now
 	_, err := t.exec("UPDATE floatingips SET description=?, fixed_port_id=?, fixed_ip_address=?, router_id=?, status=?, revision_number=?, updated_at=? WHERE id=?",
@@ -764,6 +846,7 @@ func (t *Tx) ListFloatingIPs(w Where) ([]*FloatingIP, error) {
 
 // DeleteFloatingIP removes a floating IP row.
 func (t *Tx) DeleteFloatingIP(id string) error {
+	t.touchFloatingIP(id)
 	_, err := t.exec("DELETE FROM floatingips WHERE id=?", id)
 	return err
 }
@@ -792,6 +875,7 @@ func scanAgent(s scanner) (*Agent, error) {
 
 // InsertAgent registers a new agent.
 func (t *Tx) InsertAgent(a *Agent) error {
+	t.touchAll() // its local_ip may make it a peer of many hosts
 	_, err := t.exec("INSERT INTO agents ("+agentCols+") VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
 		a.ID, a.AgentType, a.Binary, a.Topic, a.Host, a.AvailabilityZone, a.AdminStateUp, mustJSON(a.Configurations), a.Description, us(a.HeartbeatAt), us(a.StartedAt), us(a.CreatedAt))
 	if err != nil {
@@ -802,6 +886,7 @@ func (t *Tx) InsertAgent(a *Agent) error {
 
 // UpdateAgent writes an agent's mutable fields.
 func (t *Tx) UpdateAgent(a *Agent) error {
+	t.touchAll()
 	_, err := t.exec("UPDATE agents SET admin_state_up=?, configurations=?, description=?, heartbeat_at=?, started_at=?, binary_name=?, topic=? WHERE id=?",
 		a.AdminStateUp, mustJSON(a.Configurations), a.Description, us(a.HeartbeatAt), us(a.StartedAt), a.Binary, a.Topic, a.ID)
 	return err
@@ -837,6 +922,8 @@ func (t *Tx) ListAgents(w Where) ([]*Agent, error) {
 
 // DeleteAgent removes an agent and its bindings.
 func (t *Tx) DeleteAgent(id string) error {
+	t.touchAll()
+	t.bindingsUnknown()
 	if _, err := t.exec("DELETE FROM router_bindings WHERE agent_id=?", id); err != nil {
 		return err
 	}
@@ -850,6 +937,7 @@ func (t *Tx) InsertBinding(b Binding) error {
 	if err != nil {
 		return fmt.Errorf("binding router %s to agent %s: %w", b.RouterID, b.AgentID, err)
 	}
+	t.bindingDelta(b.RouterID, b.AgentID, +1, b.BindingIndex == 1)
 	return nil
 }
 
@@ -874,8 +962,21 @@ func (t *Tx) ListBindings(w Where) ([]Binding, error) {
 
 // DeleteBinding unbinds a router from an agent.
 func (t *Tx) DeleteBinding(routerID, agentID string) error {
-	_, err := t.exec("DELETE FROM router_bindings WHERE router_id=? AND agent_id=?", routerID, agentID)
-	return err
+	index := 0
+	if t.tracking() {
+		err := t.queryRow("SELECT binding_index FROM router_bindings WHERE router_id=? AND agent_id=?", routerID, agentID).Scan(&index)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if _, err := t.exec("DELETE FROM router_bindings WHERE router_id=? AND agent_id=?", routerID, agentID); err != nil {
+		return err
+	}
+	t.bindingDelta(routerID, agentID, -1, index == 1)
+	return nil
 }
 
 // SetHAState records the HA state an agent reported for a router; it
@@ -889,9 +990,14 @@ func (t *Tx) SetHAState(routerID, agentID, state string) (bool, error) {
 	return n > 0, err
 }
 
-// RouterCountsByAgent returns how many routers each agent hosts.
+// RouterCountsByAgent returns how many routers each agent hosts (in a
+// write, from counts kept between writes: changes.go).
 func (t *Tx) RouterCountsByAgent() (map[string]int, error) {
-	rows, err := t.query("SELECT agent_id, COUNT(*) FROM router_bindings GROUP BY agent_id")
+	return t.keptCounts(&t.db.routerCounts, &t.routerCounts, func() (map[string]int, error) { return t.countBindingsWhere("") })
+}
+
+func (t *Tx) countBindingsWhere(cond string) (map[string]int, error) {
+	rows, err := t.query("SELECT agent_id, COUNT(*) FROM router_bindings" + cond + " GROUP BY agent_id")
 	if err != nil {
 		return nil, err
 	}

@@ -57,8 +57,9 @@
 // so that Start adopts every router at once, before the agent has talked to
 // its server. Shutdown(ctx, false) stops for a restart: sockets close, nothing
 // is sent, addresses stay. Shutdown(ctx, true) stops for good: masters resign
-// with a priority-0 advert and remove their addresses, so backups take over
-// after Skew_Time.
+// with a priority-0 advert, so backups take over after Skew_Time, and keep
+// forwarding until they hear the new master (plus Options.HandoverGrace)
+// before they remove their addresses (see handover in loop.go).
 //
 // The trade-off of a restart: while no engine runs, nobody advertises. The
 // backups take over once their Master_Down_Interval (3 adverts plus the skew,

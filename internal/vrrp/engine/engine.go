@@ -25,6 +25,10 @@ const (
 	DefaultGARPDelay      = 60 * time.Second
 	DefaultGARPRepeat     = 5 // keepalived's garp_master_repeat
 	DefaultWorkers        = 4
+	// DefaultHandoverGrace is Options.HandoverGrace's default: time for the
+	// new master to install the addresses and send gratuitous ARP, with
+	// margin for a loaded node.
+	DefaultHandoverGrace = 200 * time.Millisecond
 	// DefaultQueueLen bounds the packets a router may have waiting for the
 	// loop; a flood beyond it is dropped as ReasonQueueFull.
 	DefaultQueueLen = 64
@@ -75,6 +79,11 @@ type Options struct {
 	Workers int
 	// QueueLen bounds each router's queue of received packets; 0 means 64.
 	QueueLen int
+	// HandoverGrace is how long a master resigning in a graceful Shutdown
+	// keeps its addresses after it heard the new master's advert, so that
+	// traffic flows through it until the new master holds them (see
+	// handover); 0 means DefaultHandoverGrace, negative none.
+	HandoverGrace time.Duration
 	// ResignOnCancel makes the engine resign its masters when the context
 	// given to Start is cancelled (a graceful stop). By default a cancelled
 	// context stops it for a restart: masters keep their addresses.
@@ -111,6 +120,12 @@ func (o *Options) setDefaults() error {
 	}
 	if o.Workers <= 0 {
 		o.Workers = DefaultWorkers
+	}
+	if o.HandoverGrace == 0 {
+		o.HandoverGrace = DefaultHandoverGrace
+	}
+	if o.HandoverGrace < 0 {
+		o.HandoverGrace = 0
 	}
 	if o.QueueLen <= 0 {
 		o.QueueLen = DefaultQueueLen
@@ -257,6 +272,10 @@ type Status struct {
 	Received, Sent, SendErrors uint64
 	// Adopted is true if the router was adopted as master.
 	Adopted bool
+	// Fault is true while the router's ha- device is down: it holds no
+	// address and does not run VRRP until the device is up again (then it
+	// starts as backup), as keepalived's FAULT state.
+	Fault bool
 }
 
 // Engine runs VRRP for all the HA routers of a node. Its methods are safe for
@@ -288,6 +307,8 @@ type Engine struct {
 	// Owned by the loop.
 	routers map[string]*router
 	timers  timerHeap
+	// handovers counts the resigning masters a graceful Shutdown waits for.
+	handovers int
 }
 
 // New returns an engine; call Start to run it.
@@ -462,8 +483,9 @@ func (e *Engine) Remove(ctx context.Context, routerID string) error {
 
 // Shutdown stops the engine. With resign (a graceful stop of the node's
 // VRRP), every master sends a priority-0 advert, so that a backup takes over
-// after its Skew_Time, and removes its addresses and routes; it is reported
-// as backup. Without (an agent restart or upgrade), nothing is sent and
+// after its Skew_Time, keeps forwarding until it has heard the new master
+// (plus HandoverGrace; at most Master_Down_Interval if nobody takes over),
+// then removes its addresses and routes; it is reported as backup. Without (an agent restart or upgrade), nothing is sent and
 // nothing removed: sockets just close, and the next engine adopts the masters
 // before the backups' Master_Down_Interval runs out. The router files in
 // StateDir are kept either way.
@@ -471,7 +493,7 @@ func (e *Engine) Shutdown(ctx context.Context, resign bool) error {
 	e.opMu.Lock()
 	defer e.opMu.Unlock()
 	var wait []chan error
-	err := e.call(ctx, func() { wait = e.stop(resign) })
+	err := e.call(ctx, func() { wait = e.stop(resign, true) })
 	if errors.Is(err, ErrNotRunning) {
 		err = nil // never started, or stopped already
 	}
@@ -508,7 +530,7 @@ func (e *Engine) Status(routerID string) (Status, bool) {
 		}
 		ok = true
 		st = Status{Router: r.spec.clone(), Machine: r.m.Status(), Adopted: r.adopted,
-			Received: r.received, Sent: r.sent, SendErrors: r.sendErrors}
+			Received: r.received, Sent: r.sent, SendErrors: r.sendErrors, Fault: r.fault}
 		st.Drops = r.drops.snapshot()
 	})
 	return st, ok

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -40,6 +41,37 @@ func arpAnnouncement(mac net.HardwareAddr, ip netip.Addr) []byte {
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
+// Closing an AF_PACKET socket waits for an RCU grace period
+// (packet_release calls synchronize_net): 10-20 ms, longer on a busy host.
+// Closed by the worker that sent the gratuitous ARP, it held up every
+// router queued behind: with 500 routers taking over at once the last
+// ones got their addresses seconds late. So the sockets are closed by
+// closers of their own, off the path from master to addresses.
+var (
+	closerOnce sync.Once
+	toClose    chan int
+)
+
+const closers = 4
+
+func closeLater(fd int) {
+	closerOnce.Do(func() {
+		toClose = make(chan int, 4096)
+		for range closers {
+			go func() {
+				for fd := range toClose {
+					unix.Close(fd)
+				}
+			}()
+		}
+	})
+	select {
+	case toClose <- fd:
+	default:
+		unix.Close(fd) // a backlog of thousands: close here
+	}
+}
+
 // sendGARP announces each IPv4 address on its device, repeat times, from
 // inside namespace ns.
 func sendGARP(ns string, addrs []Address, repeat int) error {
@@ -48,7 +80,7 @@ func sendGARP(ns string, addrs []Address, repeat int) error {
 		if err != nil {
 			return os.NewSyscallError("socket AF_PACKET", err)
 		}
-		defer unix.Close(fd)
+		defer closeLater(fd)
 		devs := map[string]*net.Interface{}
 		var errs []error
 		for _, a := range addrs {

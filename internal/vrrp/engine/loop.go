@@ -23,6 +23,14 @@ type router struct {
 	// installed is whether the machine last asked for the addresses.
 	installed bool
 	adopted   bool
+	// handover is set while the router, a master resigning in a graceful
+	// Shutdown, waits for a backup to take over (see startHandover).
+	handover *handover
+	// fault is set while the ha- device is down (see enterFault); sendFailed
+	// when the last advert could not be sent; lateGrace while a backup
+	// whose Master_Down_Timer fired late waits one more interval (see
+	// fireDue).
+	fault, sendFailed, lateGrace bool
 	// stale are addresses and devices of earlier specs still to clean up,
 	// handed to the next job.
 	staleAddrs []Address
@@ -30,8 +38,10 @@ type router struct {
 
 	drops                      *dropCounts
 	received, sent, sendErrors uint64
-	lastSendErrLog             time.Time
-	lastDropLog                time.Time
+	// lastAdvert is the last advert sent.
+	lastAdvert     vrrp.Packet
+	lastSendErrLog time.Time
+	lastDropLog    time.Time
 }
 
 // rxRound and rxBudget bound the loop's work on received packets: at most
@@ -49,6 +59,9 @@ func (e *Engine) run(ctx context.Context) {
 	defer timer.Stop()
 	for {
 		e.fireDue(time.Now())
+		if e.exiting() {
+			return // the last handover of a graceful Shutdown ended
+		}
 		var tc <-chan time.Time
 		if len(e.timers) > 0 {
 			// Since Go 1.23 Reset discards a stale expiry: no drain needed.
@@ -67,7 +80,7 @@ func (e *Engine) run(ctx context.Context) {
 		case <-ctx.Done():
 			resign := e.opts.ResignOnCancel
 			e.log.Info("VRRP engine stopping", "resign", resign)
-			waits := e.stop(resign)
+			waits := e.stop(resign, false)
 			go func() {
 				c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				defer cancel()
@@ -89,7 +102,40 @@ func (e *Engine) exiting() bool {
 func (e *Engine) fireDue(now time.Time) {
 	for len(e.timers) > 0 && !e.timers[0].at.After(now) {
 		r := e.timers[0]
+		if r.handover != nil {
+			e.endHandover(r, now)
+			continue
+		}
+		if r.fault {
+			e.faultTick(r, now)
+			continue
+		}
+		if r.m.State() == vrrp.Backup {
+			// Master_Down_Timer ran out. Before the backup elects itself:
+			if e.catchUp(r) && r.at.After(now) {
+				continue // the master's adverts were there, unread
+			}
+			if late := now.Sub(r.at); !r.lateGrace && late > e.lateLimit() {
+				e.log.Info("VRRP Master_Down_Timer fired late: this process was not running; one more advert interval for the master",
+					"router_id", r.spec.ID, "late", late.Round(time.Millisecond))
+				r.lateGrace = true
+				e.setTimer(r, now.Add(e.opts.AdvertInterval))
+				continue
+			}
+			if !e.linkUp(r) {
+				// It ran out because the ha- device is down, not because
+				// the master is: a master that can neither hear nor be
+				// heard would split the brain.
+				e.enterFault(r, now)
+				continue
+			}
+		}
+		r.lateGrace = false
 		e.perform(r, r.m.Tick(now), now, performOpts{})
+		if r.sendFailed && r.m.State() == vrrp.Master && !e.linkUp(r) {
+			e.enterFault(r, now)
+			continue
+		}
 		if r.hidx == 0 && !r.at.After(now) {
 			// A machine that stays due would spin the loop; it never
 			// should, but a loop that serves every router must not trust it.
@@ -99,8 +145,12 @@ func (e *Engine) fireDue(now time.Time) {
 	}
 }
 
-// schedule puts r in the heap at its machine's next deadline.
+// schedule puts r in the heap at its machine's next deadline. A router in
+// fault keeps the engine's own timer (setTimer).
 func (e *Engine) schedule(r *router) {
+	if r.fault {
+		return
+	}
 	at := r.m.NextDeadline()
 	switch {
 	case at.IsZero():
@@ -163,6 +213,11 @@ func poke(c chan struct{}) {
 
 func (e *Engine) receive(r *router, p rxPacket) {
 	now := time.Now()
+	if r.handover != nil {
+		e.handoverReceive(r, p, now)
+		return
+	}
+	wasMaster := r.m.State() == vrrp.Master
 	acts, err := r.m.Receive(now, p.src, p.ttl, p.p)
 	if err != nil {
 		reason := vrrp.ReasonOf(err)
@@ -175,7 +230,16 @@ func (e *Engine) receive(r *router, p rxPacket) {
 		return
 	}
 	r.received++
+	r.lateGrace = false
 	e.metrics.received.Inc()
+	if wasMaster && r.m.State() == vrrp.Master && p.p.Priority == vrrp.PriorityResign {
+		// A router resigned while we are master: the machine reasserts with
+		// an advert (RFC 5798 §6.4.3). The resigning master of a graceful
+		// handover says so once more when its addresses are gone; it
+		// forwarded until then, and its last packets may have drawn
+		// traffic back to it in the switches: announce our addresses again.
+		acts = append(acts, vrrp.SendGratuitousARP{})
+	}
 	e.perform(r, acts, now, performOpts{})
 }
 
@@ -236,6 +300,7 @@ func (e *Engine) send(r *router, p vrrp.Packet, now time.Time) {
 	if err == nil {
 		err = r.sock.send(b)
 	}
+	r.sendFailed = err != nil
 	if err != nil {
 		r.sendErrors++
 		e.metrics.sendErrors.Inc()
@@ -247,6 +312,7 @@ func (e *Engine) send(r *router, p vrrp.Packet, now time.Time) {
 	}
 	r.sent++
 	e.metrics.sent.Inc()
+	r.lastAdvert = p
 }
 
 // attach gives r a new socket (closing the old one) and starts its receive
@@ -307,6 +373,13 @@ func (e *Engine) ensure(spec Router, sock *socket, vipPresent bool) error {
 		}
 		e.perform(r, r.m.Shutdown(now), now, performOpts{noReport: true})
 		r.m, r.installed, r.adopted = m, false, false
+		if r.fault {
+			// Started afresh; a device still down faults it again.
+			r.fault = false
+			if r.hidx >= 0 {
+				heap.Remove(&e.timers, r.hidx)
+			}
+		}
 		r.addStale(old, spec)
 		r.spec = spec
 		e.log.Info("VRRP router restarted for a new VRID, address or VIP", "router_id", spec.ID)
@@ -356,24 +429,254 @@ func (e *Engine) remove(r *router, resign bool) []chan error {
 	return wait
 }
 
-// stop ends the loop after this request. With resign every router goes as
-// in remove; without, sockets close and nothing else happens.
-func (e *Engine) stop(resign bool) []chan error {
+// stop ends the loop: at once, or with handover once the last master has
+// handed over. With resign every router goes as in remove, except that with
+// handover a master first waits for a backup to take over (startHandover);
+// without resign, sockets close and nothing else happens. Handovers still
+// running when stop is called again end at once.
+func (e *Engine) stop(resign, handover bool) []chan error {
 	var wait []chan error
+	now := time.Now()
 	for _, r := range e.routers {
-		if resign {
+		switch {
+		case r.handover != nil:
+			e.endHandover(r, now) // its channel is the first stop's
+		case resign && handover && r.installed && r.m.State() == vrrp.Master:
+			wait = append(wait, e.startHandover(r, now))
+		case resign:
 			wait = append(wait, e.remove(r, true)...)
-			continue
+		default:
+			if r.m.State() == vrrp.Master && r.lastAdvert.Priority > 0 {
+				// Stopping for a restart: one advert more, so that the
+				// backups count their Master_Down_Interval from now, not
+				// from up to an interval ago; the next engine adopts the
+				// master within it.
+				e.send(r, r.lastAdvert, now)
+			}
+			r.sock.close()
+			r.rx.close()
+			delete(e.routers, r.spec.ID)
 		}
-		r.sock.close()
-		r.rx.close()
-		delete(e.routers, r.spec.ID)
 	}
-	e.timers = nil
+	if e.handovers == 0 {
+		e.timers = nil
+		e.markStopped()
+	}
+	return wait
+}
+
+func (e *Engine) markStopped() {
 	e.mu.Lock()
 	e.stopped = true
 	e.mu.Unlock()
-	return wait
+}
+
+// handover is a resigning master's wait for its successor. Removing the
+// addresses together with the priority-0 advert (RFC 5798 §6.4.3) leaves
+// nobody forwarding for Skew_Time plus the new master's own data-plane work:
+// at 0.1 s adverts some 80-100 ms, five or six lost packets of a 16 ms ping.
+// So the resigning master sends its priority-0 advert, keeps its addresses
+// and routes and goes on forwarding, and gives them up only once it has
+// heard the new master's advert and HandoverGrace has passed (the new
+// master's addresses and gratuitous ARP are being installed meanwhile; both
+// nodes carry the same MACs, so holding them on both for a moment is
+// harmless), or when no backup took over within Master_Down_Interval (a
+// backup that missed the priority-0 advert) plus HandoverGrace. When its
+// addresses are gone it sends a second priority-0 advert: the new master
+// answers it with an advert and a gratuitous ARP, which pulls back any
+// traffic that the old master's last forwarded packets drew to it in the
+// bridges' forwarding tables.
+type handover struct {
+	resign vrrp.Packet   // the priority-0 advert
+	rest   []vrrp.Action // the machine's Shutdown actions still to perform
+	start  time.Time
+	heard  bool // the new master's advert arrived
+	done   chan error
+}
+
+// startHandover makes a master resign but keep forwarding; the returned
+// channel receives the outcome once its addresses are gone.
+func (e *Engine) startHandover(r *router, now time.Time) chan error {
+	h := &handover{start: now, done: make(chan error, 1)}
+	for _, a := range r.m.Shutdown(now) {
+		if sa, ok := a.(vrrp.SendAdvert); ok {
+			e.send(r, sa.Packet, now)
+			h.resign = sa.Packet
+			continue
+		}
+		h.rest = append(h.rest, a)
+	}
+	r.handover = h
+	e.handovers++
+	e.setTimer(r, now.Add(e.handoverLimit()))
+	e.log.Info("VRRP master resigning: forwarding until a backup takes over", "router_id", r.spec.ID)
+	return h.done
+}
+
+// handoverLimit is how long a resigning master waits at most: a backup that
+// missed the priority-0 advert takes over Master_Down_Interval after the
+// last regular advert, which was less than an interval before.
+func (e *Engine) handoverLimit() time.Duration {
+	unit := e.opts.AdvertInterval
+	if e.opts.Version == 2 {
+		unit = time.Second
+	}
+	skew := time.Duration(256-int64(e.opts.Priority)) * unit / 256
+	return 3*e.opts.AdvertInterval + skew + e.opts.HandoverGrace
+}
+
+// handoverReceive: the first advert of another router with a priority above
+// 0 is the new master's; the addresses go HandoverGrace later.
+func (e *Engine) handoverReceive(r *router, p rxPacket, now time.Time) {
+	h := r.handover
+	if h.heard || p.p.Priority == vrrp.PriorityResign || p.src == r.spec.Address.Addr() {
+		return
+	}
+	h.heard = true
+	e.log.Info("VRRP new master heard by the resigning master", "router_id", r.spec.ID, "master", p.src.String(),
+		"after", now.Sub(h.start).Round(time.Millisecond))
+	if at := now.Add(e.opts.HandoverGrace); at.Before(r.at) {
+		e.setTimer(r, at)
+	}
+}
+
+// endHandover removes a resigning master's addresses and then the router:
+// the rest of remove's work, and the second priority-0 advert.
+func (e *Engine) endHandover(r *router, now time.Time) {
+	h := r.handover
+	r.handover = nil
+	e.handovers--
+	if r.hidx >= 0 {
+		heap.Remove(&e.timers, r.hidx)
+	}
+	if !h.heard {
+		e.log.Warn("VRRP resigning master heard no new master; giving the addresses up", "router_id", r.spec.ID,
+			"after", now.Sub(h.start).Round(time.Millisecond))
+	}
+	c := e.perform(r, h.rest, now, performOpts{always: true, reportDown: true})
+	sock, src := r.sock, r.spec.Address.Addr()
+	r.rx.close()
+	delete(e.routers, r.spec.ID)
+	e.log.Info("VRRP router stopped", "router_id", r.spec.ID)
+	go func() {
+		err := <-c
+		if b, merr := vrrp.Marshal(h.resign, src, vrrp.Group); merr == nil && sock.send(b) == nil {
+			e.metrics.sent.Inc()
+		}
+		sock.close()
+		h.done <- err
+	}()
+	if e.handovers == 0 {
+		e.timers = nil
+		e.markStopped()
+	}
+}
+
+// A loaded node can leave the engine's process without a CPU for longer than
+// Master_Down_Interval (0.38 s at 0.1 s adverts): when it runs again, every
+// backup's Master_Down_Timer has expired at once, while the adverts that
+// should have reset them wait, unread, in the sockets. Electing itself then
+// is a flap (and two masters until the tie-break). So a backup whose timer
+// ran out first reads what has arrived for it (catchUp); and if the timer
+// fired much later than due (lateLimit), which says this process was not
+// running, not that the master is gone (a master stalled by the same load
+// may not have sent yet either), it gives the master one more advert
+// interval, once, before it takes over.
+
+// catchUp hands r's machine what has arrived for it that the loop has not
+// seen: its queue, and what still waits in its socket. It reports whether
+// there was anything.
+func (e *Engine) catchUp(r *router) bool {
+	got := false
+	var pkts []rxPacket
+	for {
+		var more bool
+		pkts, more = r.rx.take(pkts[:0], rxBudget)
+		for _, p := range pkts {
+			e.receive(r, p)
+			got = true
+		}
+		if !more {
+			break
+		}
+	}
+	buf := make([]byte, rxBufSize)
+	for range rxBudget {
+		n, err := r.sock.recvNow(buf)
+		if err != nil {
+			break
+		}
+		p, reason := decode(buf, n, int(r.spec.VRID), e.opts.Version)
+		if reason != "" {
+			r.drops.add(reason)
+			continue
+		}
+		e.receive(r, p)
+		got = true
+	}
+	return got
+}
+
+// lateLimit is how late a Master_Down_Timer may fire before the loop takes
+// it for a stall of its own.
+func (e *Engine) lateLimit() time.Duration { return max(e.opts.AdvertInterval/2, 50*time.Millisecond) }
+
+// A router whose ha- device is down is in fault, as keepalived's FAULT
+// state: it cannot hear its peers nor be heard, so as a master it would keep
+// the addresses a backup elsewhere takes over (two masters, and the wrong
+// one, the higher ha- address, keeping the router when the device comes
+// back), and as a backup it would elect itself. So a master whose advert
+// cannot be sent, or a backup whose Master_Down_Timer runs out, first looks
+// at its ha- device; if it is down the router stops (a master gives up its
+// addresses and is reported standby) and looks again every advert interval
+// (at most every second); once the device is up it starts as a backup.
+// Detection takes at most one advert interval on a master; keepalived,
+// which follows link events, is immediate.
+
+// linkUp tells whether r's ha- device is up and running.
+func (e *Engine) linkUp(r *router) bool {
+	up, err := r.sock.linkUp()
+	if err != nil {
+		e.log.Warn("reading the ha- device's state", "router_id", r.spec.ID, "device", r.spec.Device, "err", err)
+	}
+	return up
+}
+
+// enterFault stops r's machine until its ha- device is up again.
+func (e *Engine) enterFault(r *router, now time.Time) {
+	e.log.Warn("VRRP fault: ha- device down; no VRRP and no addresses until it is up", "router_id", r.spec.ID,
+		"device", r.spec.Device, "state", r.m.State().String())
+	acts := r.m.Shutdown(now)
+	r.fault = true
+	e.perform(r, acts, now, performOpts{always: true, reportDown: true})
+	e.setTimer(r, now.Add(e.faultPoll()))
+}
+
+// faultTick looks at a faulted router's ha- device again.
+func (e *Engine) faultTick(r *router, now time.Time) {
+	if !e.linkUp(r) {
+		e.setTimer(r, now.Add(e.faultPoll()))
+		return
+	}
+	e.log.Info("VRRP fault over: ha- device up; starting as backup", "router_id", r.spec.ID, "device", r.spec.Device)
+	r.fault = false
+	if r.hidx >= 0 {
+		heap.Remove(&e.timers, r.hidx)
+	}
+	e.perform(r, r.m.Start(now, vrrp.StartBackup), now, performOpts{always: true})
+}
+
+func (e *Engine) faultPoll() time.Duration { return min(e.opts.AdvertInterval, time.Second) }
+
+// setTimer puts r in the timer heap at a time of the engine's own (not its
+// machine's deadline).
+func (e *Engine) setTimer(r *router, at time.Time) {
+	r.at = at
+	if r.hidx >= 0 {
+		heap.Fix(&e.timers, r.hidx)
+	} else {
+		heap.Push(&e.timers, r)
+	}
 }
 
 // timerHeap orders routers by deadline.

@@ -114,6 +114,17 @@ func setupSocket(fd int, k sockKey) error {
 	if err := unix.SetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE, k.dev); err != nil {
 		return os.NewSyscallError("setsockopt SO_BINDTODEVICE", err)
 	}
+	// Only this router's VRID, filtered in the kernel: every ha- device of
+	// an HA network hears the adverts of every router of the project, so
+	// without the filter each socket would wake its goroutine for all of
+	// them, n² wake-ups per advert interval (100 routers at 0.1 s: 100,000
+	// a second on each node, more than two cores can take, and the adverts
+	// that matter get lost with the rest).
+	filter := vridFilter(k.vrid)
+	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER,
+		&unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}); err != nil {
+		return os.NewSyscallError("setsockopt SO_ATTACH_FILTER", err)
+	}
 	// The device may have been replaced since it was looked up.
 	ifi, err := net.InterfaceByName(k.dev)
 	if err != nil {
@@ -153,6 +164,22 @@ func setupSocket(fd int, k sockKey) error {
 	return nil
 }
 
+// vridFilter is a classic BPF socket filter passing the VRRP messages of
+// vrid. A raw IPv4 socket's filter sees the packet from its IP header on:
+// X = 4*(ip[0]&0xf) is the header's length, the VRID the byte after the
+// version and type; a packet too short to have one is dropped too (a load
+// out of bounds ends the program with 0). Packets that arrived before the
+// filter was attached still reach decode, which checks the VRID as well.
+func vridFilter(vrid uint8) []unix.SockFilter {
+	return []unix.SockFilter{
+		{Code: unix.BPF_LDX | unix.BPF_B | unix.BPF_MSH, K: 0},                   // X = IP header length
+		{Code: unix.BPF_LD | unix.BPF_B | unix.BPF_IND, K: 1},                    // A = VRID
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: uint32(vrid), Jf: 1}, // ours?
+		{Code: unix.BPF_RET | unix.BPF_K, K: 1 << 18},                            // pass it whole
+		{Code: unix.BPF_RET | unix.BPF_K, K: 0},                                  // drop
+	}
+}
+
 // send multicasts one VRRP message; the kernel builds the IP header (TTL
 // 255, source from IP_PKTINFO). It never waits: a full send buffer is an
 // error, not a stalled loop.
@@ -168,6 +195,36 @@ func (s *socket) send(b []byte) error {
 	return serr
 }
 
+// linkUp reports whether the socket's device is up and running (IFF_UP and
+// IFF_RUNNING, the flags keepalived's interface tracking reads), asking
+// through the socket itself, which lives in the device's namespace. A device
+// that is gone is down; another error is reported with up true (unknown:
+// not a reason to give a router up).
+func (s *socket) linkUp() (bool, error) {
+	up, ierr := true, error(nil)
+	err := s.rc.Control(func(fd uintptr) {
+		ifr, err := unix.NewIfreq(s.key.dev)
+		if err != nil {
+			ierr = err
+			return
+		}
+		if err := unix.IoctlIfreq(int(fd), unix.SIOCGIFFLAGS, ifr); err != nil {
+			if errors.Is(err, unix.ENODEV) {
+				up = false
+				return
+			}
+			ierr = os.NewSyscallError("ioctl SIOCGIFFLAGS "+s.key.dev, err)
+			return
+		}
+		f := ifr.Uint16()
+		up = f&unix.IFF_UP != 0 && f&unix.IFF_RUNNING != 0
+	})
+	if err != nil {
+		return true, err
+	}
+	return up, ierr
+}
+
 // recv reads one datagram, IP header included, into buf. The length
 // returned is the datagram's, which may exceed len(buf) (MSG_TRUNC).
 func (s *socket) recv(buf []byte) (int, error) {
@@ -176,6 +233,22 @@ func (s *socket) recv(buf []byte) (int, error) {
 	err := s.rc.Read(func(fd uintptr) bool {
 		n, _, rerr = unix.Recvfrom(int(fd), buf, unix.MSG_TRUNC)
 		return rerr != unix.EAGAIN
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, rerr
+}
+
+// recvNow is recv without waiting: unix.EAGAIN when nothing is there. It
+// goes around Go's poller (Control, not Read, whose read lock the receive
+// goroutine holds while it waits), so it can run beside that goroutine; the
+// kernel hands each datagram to one of them.
+func (s *socket) recvNow(buf []byte) (int, error) {
+	var n int
+	var rerr error
+	err := s.rc.Control(func(fd uintptr) {
+		n, _, rerr = unix.Recvfrom(int(fd), buf, unix.MSG_TRUNC|unix.MSG_DONTWAIT)
 	})
 	if err != nil {
 		return 0, err
