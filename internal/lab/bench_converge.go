@@ -199,7 +199,7 @@ func BenchConverge(ctx context.Context, o BenchConvergeOptions) (res *BenchConve
 	if !ok {
 		return res, fmt.Errorf("no agent of %s recorded", node)
 	}
-	o.sayf("stopping agent-%s", node)
+	b.sayf("stopping agent-%s", node)
 	if err := p.signal(syscall.SIGTERM); err != nil {
 		return res, err
 	}
@@ -216,7 +216,7 @@ func BenchConverge(ctx context.Context, o BenchConvergeOptions) (res *BenchConve
 	if o.ProfileDir != "" {
 		argv = append(argv, "--pprof-bind", "127.0.0.1:"+strconv.Itoa(pprofPort))
 	}
-	o.sayf("starting agent-%s with %d routers bound to it", node, o.Routers)
+	b.sayf("starting agent-%s with %d routers bound to it", node, o.Routers)
 	t0 := time.Now()
 	if err := b.startAgent(node, argv); err != nil {
 		return res, err
@@ -240,7 +240,7 @@ func BenchConverge(ctx context.Context, o BenchConvergeOptions) (res *BenchConve
 	}
 	apiCtx, apiStop := context.WithCancel(ctx)
 	defer apiStop()
-	apiW := b.watchAPI(apiCtx, node)
+	apiW := b.watchAPI(apiCtx, node, nil)
 
 	nsNames := b.routerNamespaces(node)
 	var nsAt, vrrpAt, masterAt, apiAt time.Time
@@ -329,7 +329,7 @@ func BenchConverge(ctx context.Context, o BenchConvergeOptions) (res *BenchConve
 	if !agentP.running() {
 		return res, exited(agentP)
 	}
-	o.sayf("converged after %s; measuring CPU for %s", secs(res.ConvergedS), o.IdleWindow)
+	b.sayf("converged after %s; measuring CPU for %s", secs(res.ConvergedS), o.IdleWindow)
 	kaPIDs := func() []int { return keepalivedIn(nsNames) }
 	agent1 := procUsage([]int{agentP.PID})
 	ka1 := procUsage(kaPIDs())

@@ -279,12 +279,19 @@ func ApplyNAT(ns string, n NAT) error {
 		return err
 	}
 	defer done()
-	if cur, err := natState(c); err == nil && natEqual(cur, plan) {
+	cur, err := natState(c)
+	if err == nil && natEqual(cur, plan) {
 		return nil
 	}
 	t := natTableRef
-	c.AddTable(t) // so that DelTable cannot fail on a missing table
-	c.DelTable(t)
+	if err != nil || cur != nil {
+		// Replace what is there. Only then: deleting a table makes the
+		// kernel destroy it after an RCU grace period, which the close of
+		// this netlink socket waits for (10-20 ms per router when an agent
+		// wires hundreds of new ones).
+		c.AddTable(t) // so that DelTable cannot fail on a missing table
+		c.DelTable(t)
+	}
 	c.AddTable(t)
 	for _, pc := range plan {
 		ch := c.AddChain(&nftables.Chain{

@@ -107,6 +107,8 @@ type Options struct {
 	// Auth defaults to noauth with default project "admin".
 	Auth         api.Authenticator
 	AutoSchedule *bool
+	// RoutersPerNetwork is l3_ha_routers_per_network (default 254).
+	RoutersPerNetwork int
 }
 
 // Instance is a running test server.
@@ -155,6 +157,7 @@ func Start(t testing.TB, o Options) *Instance {
 	if o.AutoSchedule != nil {
 		cfg.AutoSchedule = *o.AutoSchedule
 	}
+	cfg.HA.RoutersPerNetwork = o.RoutersPerNetwork
 	log := Logger(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	srv, err := server.New(ctx, cfg, log)

@@ -24,6 +24,10 @@ type job struct {
 	spec    Router
 	install bool
 	garp    bool
+	// garpRounds is how many gratuitous ARPs per address this job sends
+	// (0: one now, and the rest of Options.GARPRepeat later; see
+	// applier.followUp).
+	garpRounds int
 	// report asks for state to be reported once the job is done; suppress
 	// (a removed router) cancels the reports of the jobs it replaces.
 	report   bool
@@ -69,6 +73,18 @@ type applier struct {
 	started bool
 	stopped bool
 	wg      sync.WaitGroup
+
+	// later holds the rest of the gratuitous ARP rounds of jobs that sent
+	// their first: run when queue is empty, so that when many routers take
+	// over at once every one gets its addresses and its first announcement
+	// before any gets its repeats. (Each announcement on a gateway device
+	// is a broadcast that the node's external bridge delivers to every
+	// router's gateway port: 5 rounds for each of 500 routers cost seconds
+	// on two cores, and the last routers waited for them.) A newer job
+	// that removes the addresses cancels a router's follow-up; one that
+	// keeps them gives it its spec.
+	later   map[string]*job
+	laterID []string
 }
 
 type slot struct {
@@ -85,7 +101,7 @@ const (
 )
 
 func newApplier(e *Engine, workers int) *applier {
-	a := &applier{e: e, workers: workers, slots: map[string]*slot{}}
+	a := &applier{e: e, workers: workers, slots: map[string]*slot{}, later: map[string]*job{}}
 	a.cond = sync.NewCond(&a.mu)
 	return a
 }
@@ -126,8 +142,51 @@ func (a *applier) submit(id string, j *job) chan error {
 	defer a.mu.Unlock()
 	a.seq++
 	j.seq = a.seq
+	if f := a.later[id]; f != nil {
+		if j.install {
+			f.spec = j.spec
+		} else {
+			delete(a.later, id) // the addresses go: nothing to announce
+		}
+	}
 	a.enqueue(id, j)
 	return done
+}
+
+// followUp queues the remaining gratuitous ARP rounds of j, a job that
+// installed router id's addresses and sent one round. Called with a.mu
+// held.
+func (a *applier) followUp(id string, j *job) {
+	rounds := a.e.opts.GARPRepeat - 1
+	if j.garpRounds != 0 || rounds < 1 || !j.install || !j.garp {
+		return
+	}
+	f := *j
+	f.report, f.done, f.retry, f.staleAddrs, f.staleDevs, f.garpRounds = false, nil, false, nil, nil, rounds
+	if a.later[id] == nil {
+		a.laterID = append(a.laterID, id)
+	}
+	a.later[id] = &f
+	a.cond.Signal()
+}
+
+// takeLater moves the first follow-up that is still due into queue; false
+// when there is none. Called with a.mu held.
+func (a *applier) takeLater() bool {
+	for len(a.laterID) > 0 {
+		id := a.laterID[0]
+		a.laterID = a.laterID[1:]
+		f := a.later[id]
+		if f == nil {
+			continue // cancelled
+		}
+		delete(a.later, id)
+		a.seq++
+		f.seq = a.seq
+		a.enqueue(id, f)
+		return true
+	}
+	return false
 }
 
 func (a *applier) enqueue(id string, j *job) {
@@ -151,7 +210,7 @@ func (a *applier) work() {
 	defer a.wg.Done()
 	a.mu.Lock()
 	for {
-		for len(a.queue) == 0 && !a.stopped {
+		for len(a.queue) == 0 && !a.stopped && !a.takeLater() {
 			a.cond.Wait()
 		}
 		if len(a.queue) == 0 {
@@ -181,6 +240,7 @@ func (a *applier) work() {
 		default:
 			s.backoff = 0
 			delete(a.slots, id)
+			a.followUp(id, j)
 		}
 	}
 }
@@ -272,7 +332,7 @@ func (e *Engine) converge(j *job) error {
 		}
 		keep(linux.SyncRoutes(ns, e.opts.RouteProtocol, routes))
 		if j.garp {
-			keep(sendGARP(ns, s.announced(), e.opts.GARPRepeat))
+			keep(sendGARP(ns, s.announced(), max(j.garpRounds, 1)))
 		}
 	} else {
 		keep(linux.SyncRoutes(ns, e.opts.RouteProtocol, nil))

@@ -79,7 +79,7 @@ func TestKernelFrozenPairStaysStable(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		time.Sleep(time.Second) // the fault: neither process has a CPU
+		time.Sleep(time.Second)                  // the fault: neither process has a CPU
 		for _, p := range []*agentProc{pb, pm} { // the backup first: the worse order
 			if err := p.cmd.Process.Signal(syscall.SIGCONT); err != nil {
 				t.Fatal(err)
