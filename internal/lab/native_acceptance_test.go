@@ -271,7 +271,7 @@ func (l *accLab) nvFailover(t *testing.T, s *scenario, fault string, base func()
 // keepalived to native one node at a time, its routers failing over between
 // nodes of either kind.
 func TestNativeAcceptanceMixedDrivers(t *testing.T) {
-	needE2E(t)
+	needNativeE2E(t)
 	const advert = time.Second
 	want := map[string]string{"net1": "keepalived", "net2": "native"}
 	l := nvStartLab(t, "mx", "net1=keepalived,net2=native", "1", 0)
@@ -367,7 +367,7 @@ func nvLogTime(line string) (time.Time, bool) {
 // 2 lost pings. Node failure: the pings lost are worth less than a second at
 // the measured ping interval (ping -i 0.01 really sends every ~16.5 ms here).
 func TestNativeAcceptanceFaults(t *testing.T) {
-	needE2E(t)
+	needNativeE2E(t)
 	const advert = 100 * time.Millisecond
 	l := nvStartLab(t, "nv", "native", "0.1", 0)
 	s := l.scenario(false)
@@ -851,7 +851,7 @@ func nvScale(t *testing.T, driver, advert string, n int) {
 // (L3HA_LAB_FLAP_ADVERTS, default "0.1,0.2"), all up at once, so that they
 // share the same load, each with L3HA_LAB_FLAP_ROUTERS HA routers (default
 // 20) with one master each; then L3HA_LAB_FLAP_SECONDS (default 120) with
-// 2 busy loops per CPU running beside them (and whatever else the machine
+// L3HA_LAB_FLAP_BURN (default 2) busy loops per CPU running beside them (and whatever else the machine
 // does). Every transition is a flap: nothing failed. The agents' logs of a
 // lab that flapped are kept in $TMPDIR/l3ha-flaps-<lab>.
 func TestNativeFlapsUnderLoad(t *testing.T) {
@@ -909,7 +909,8 @@ func TestNativeFlapsUnderLoad(t *testing.T) {
 		burners = nil
 	}
 	t.Cleanup(stopBurners)
-	for range 2 * runtime.NumCPU() {
+	burn := nvEnvInt("L3HA_LAB_FLAP_BURN", 2) * runtime.NumCPU()
+	for range burn {
 		c := exec.Command("sh", "-c", "while :; do :; done")
 		if err := c.Start(); err != nil {
 			t.Fatal(err)
@@ -930,7 +931,7 @@ func TestNativeFlapsUnderLoad(t *testing.T) {
 	}
 	stopBurners()
 	t.Logf("%d labs × %d routers, %v under %d busy loops; load average %s, then every 30 s: %v",
-		len(labs), n, dur, 2*runtime.NumCPU(), strings.Fields(string(load0))[0], loads)
+		len(labs), n, dur, burn, strings.Fields(string(load0))[0], loads)
 	for _, f := range labs {
 		after := transitions(f.l)
 		flaps := 0
@@ -949,5 +950,16 @@ func TestNativeFlapsUnderLoad(t *testing.T) {
 			_ = exec.Command("cp", "-a", filepath.Join(f.l.dir, "logs"), keep).Run()
 			t.Logf("lab %s: logs kept in %s", f.l.name, keep)
 		}
+	}
+}
+
+// needNativeE2E gates the native driver's lab acceptance: opt-in
+// (L3HA_LAB_NATIVE=1) until its thresholds are settled on a loaded 2-core
+// machine, so that CI runs the settled tiers only.
+func needNativeE2E(t *testing.T) {
+	t.Helper()
+	needE2E(t)
+	if os.Getenv("L3HA_LAB_NATIVE") != "1" {
+		t.Skip("native-driver lab acceptance: set L3HA_LAB_NATIVE=1")
 	}
 }
