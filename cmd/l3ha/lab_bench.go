@@ -87,7 +87,29 @@ func newLabBenchFailoverCommand(common *labFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "failover",
 		Short: "Fail the node holding N routers' masters and measure when each moved (kernel, data plane, API)",
-		Args:  cobra.NoArgs,
+		Long: `Bring a lab of its own up (server with min_l3_agents_per_router 1 and
+--ha-routers-per-network, default 1), create N HA routers with gateways on
+the external network (a /22 beside the lab's /24) while net1 is
+administratively down, so that every router's binding index 1 — its
+master — is on net2; then let net1 have them as backups. Inject the fault
+into net2 and measure, per router, from the fault:
+
+  vip        net1's router namespace holds the gateway address and the VIP
+             (address notifications, timestamped by this process)
+  dataplane  the router answers again: the upstream host probes every
+             gateway address round-robin from one raw ICMP socket, each
+             router every max(10ms, N/--probe-rate) — 10 ms up to 50
+             routers, 100 ms at 500 with the default 5000 probes/s; the time
+             is that of the first reply to a probe sent after the router's
+             last lost probe
+  api        GET /v2.0/routers/{id}/l3-agents shows net1 active
+
+and print p50/p95/max, the time until all N moved, and the lost probes.
+Faults: node (net2 cut from the fabric and the external network, its agent
+killed), ha-link (every router's ha- device on net2 set down; times run
+from each router's own fault), agent-stop (net2's agent stopped with
+SIGTERM: its masters resign).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cmd.SilenceUsage = true
 			ctx, stop := signalContext(cmd)
@@ -130,7 +152,15 @@ func newLabBenchConvergeCommand(common *labFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "converge",
 		Short: "Start an agent with N routers bound to it and measure its convergence, RSS and CPU",
-		Args:  cobra.NoArgs,
+		Long: `Bring a lab of its own up, stop net2's agent, create N HA routers (net1 is
+administratively down, so all are bound to net2 alone), start net2's agent
+and measure from its start until every router's namespace exists, every
+router has a VRRP state file (the HA driver runs VRRP for it), every one is
+master (alone, after Master_Down_Interval), and the API shows net2 active
+for every one. Then read the agent's VmRSS, VmHWM and utime+stime (and the
+same summed over the node's keepalived processes), and their CPU use over
+--idle-window.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cmd.SilenceUsage = true
 			ctx, stop := signalContext(cmd)
@@ -208,7 +238,7 @@ func newLabBenchCompareCommand(common *labFlags) *cobra.Command {
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&routers, "routers", "1,10,100,500", "numbers of routers of the failover runs")
-	fs.StringVar(&configs, "configs", "native:0.1,keepalived:2,keepalived:1", "driver configurations DRIVER:ADVERT_SECONDS of the failover runs")
+	fs.StringVar(&configs, "configs", "native:0.1,keepalived:2,keepalived:1,keepalived:2:254", "driver configurations DRIVER:ADVERT_SECONDS[:HA_ROUTERS_PER_NETWORK] of the failover runs (keepalived:1 is VRRPv2 at its shortest interval; :254 is Neutron's one HA network per project)")
 	fs.IntVar(&convRouters, "converge-routers", 500, "routers of the converge runs (0: none)")
 	fs.StringVar(&convConfigs, "converge-configs", "native:0.1,keepalived:2", "driver configurations of the converge runs")
 	fs.StringVar(&fault, "fault", lab.FaultNode, "fault of the failover runs: node, ha-link or agent-stop")

@@ -319,10 +319,21 @@ type BenchFailoverResult struct {
 	FaultAt      time.Time `json:"fault_at"`
 	// Flaps counts routers whose addresses on the new master came and went
 	// again after the fault.
-	Flaps       int      `json:"flaps"`
-	ProfileFile string   `json:"profile_file,omitempty"`
-	Error       string   `json:"error,omitempty"`
-	Notes       []string `json:"notes,omitempty"`
+	Flaps int `json:"flaps"`
+	// HeldBefore counts routers whose addresses the taker held already at
+	// the fault (a takeover between the setup's check and the fault).
+	HeldBefore int `json:"held_before_fault"`
+	// BacklogDrops are the packets the kernel dropped because a CPU's
+	// input backlog was full (/proc/net/softnet_stat, all namespaces and
+	// CPUs: netdev_max_backlog) from the fault to the end, and during the
+	// setup. Every broadcast on a bridge is one backlog entry per port, so
+	// gratuitous ARP on an external network with hundreds of router ports
+	// fills it, and a VRRP advert dropped there makes a backup take over.
+	BacklogDrops      uint64   `json:"backlog_drops"`
+	SetupBacklogDrops uint64   `json:"setup_backlog_drops"`
+	ProfileFile       string   `json:"profile_file,omitempty"`
+	Error             string   `json:"error,omitempty"`
+	Notes             []string `json:"notes,omitempty"`
 }
 
 // WriteJSON prints the result as one JSON object.
@@ -347,6 +358,7 @@ func (r *BenchFailoverResult) WriteTable(w io.Writer) error {
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nprobes: %d sent after the fault, %d lost (each router every %g ms)\n", r.ProbesSent, r.LostProbes, r.ProbeIntervalMS)
+	fmt.Fprintf(w, "kernel input backlog drops: %d during the setup, %d after the fault; routers that flapped: %d\n", r.SetupBacklogDrops, r.BacklogDrops, r.Flaps)
 	fmt.Fprintf(w, "api poll round: %.0f ms; fault: %s\n", r.APIPollRoundMS, r.FaultDetail)
 	if r.ProfileFile != "" {
 		fmt.Fprintf(w, "profile: %s\n", r.ProfileFile)
@@ -399,6 +411,7 @@ func BenchFailover(ctx context.Context, o BenchFailoverOptions) (res *BenchFailo
 		MasterBefore:      benchMaster,
 	}
 	began := time.Now()
+	drops0 := backlogDrops()
 	b, err := upBenchLab(ctx, &o.Options)
 	if err != nil {
 		return res, err
@@ -422,6 +435,7 @@ func BenchFailover(ctx context.Context, o BenchFailoverOptions) (res *BenchFailo
 		return res, err
 	}
 	res.SetupS = seconds(time.Since(began))
+	res.SetupBacklogDrops = backlogDrops() - drops0
 	err = b.measureFailover(ctx, &o, adv, res)
 	return res, err
 }
@@ -624,6 +638,14 @@ func (b *benchLab) measureFailover(ctx context.Context, o *BenchFailoverOptions,
 		time.Sleep(100 * time.Millisecond) // the profile runs from (about) the fault
 	}
 
+	for i := range n {
+		if watch.holdsNow(i) {
+			res.HeldBefore++
+		}
+	}
+	if res.HeldBefore > 0 {
+		res.Notes = append(res.Notes, fmt.Sprintf("%d router(s) had their addresses on %s already when the fault came (a backup took over while the probes started: VRRP adverts lost or late); their vip time is 0", res.HeldBefore, benchTaker))
+	}
 	b.sayf("injecting fault %s into %s (%d routers)", o.Fault, benchMaster, n)
 	t0s := make([]time.Time, n)
 	var t0 time.Time
@@ -645,6 +667,7 @@ func (b *benchLab) measureFailover(ctx context.Context, o *BenchFailoverOptions,
 		}
 	}
 	res.FaultAt = t0
+	drops0 := backlogDrops()
 
 	apiCtx, apiStop := context.WithCancel(ctx)
 	defer apiStop()
@@ -694,6 +717,10 @@ func (b *benchLab) measureFailover(ctx context.Context, o *BenchFailoverOptions,
 	apiW.wait()
 	pr.stop()
 	end := time.Now()
+	res.BacklogDrops = backlogDrops() - drops0
+	if res.BacklogDrops > 0 {
+		res.Notes = append(res.Notes, fmt.Sprintf("the kernel dropped %d packets at full input backlogs (netdev_max_backlog) after the fault", res.BacklogDrops))
+	}
 
 	dp := make([]time.Duration, n)
 	api := make([]time.Duration, n)
@@ -1861,6 +1888,26 @@ func (w *apiWatch) meanRoundMS() float64 {
 	return math.Round(float64(w.total)/float64(w.rounds)/float64(time.Millisecond)*10) / 10
 }
 
+// backlogDrops sums the second column of /proc/net/softnet_stat: packets
+// dropped because a CPU's input backlog was full.
+func backlogDrops() uint64 {
+	b, err := os.ReadFile("/proc/net/softnet_stat")
+	if err != nil {
+		return 0
+	}
+	var sum uint64
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		if v, err := strconv.ParseUint(f[1], 16, 64); err == nil {
+			sum += v
+		}
+	}
+	return sum
+}
+
 // Machine describes where a benchmark ran.
 type Machine struct {
 	CPUs              int       `json:"nproc"`
@@ -2102,7 +2149,11 @@ func (m Machine) Summary() string {
 	if m.CPUModel != "" {
 		s += " (" + m.CPUModel + ")"
 	}
-	return s + fmt.Sprintf(", Linux %s, %s; node fault, %s", m.Kernel, m.Date.Format("2006-01-02"), m.KeepalivedVersion)
+	s += fmt.Sprintf(", Linux %s, %s", m.Kernel, m.Date.Format("2006-01-02"))
+	if m.KeepalivedVersion != "" {
+		s += ", " + m.KeepalivedVersion
+	}
+	return s
 }
 
 // writeJSONFile writes v to path atomically.
@@ -2134,8 +2185,8 @@ func ReadBenchResults(path string) (*BenchResults, error) {
 // WriteTable prints the comparison as Markdown tables.
 func (r *BenchResults) WriteTable(w io.Writer) error {
 	m := r.Machine
-	fmt.Fprintf(w, "Machine: %s; %d MiB; Go %s; %s; load average at start %s; %.0f s in all.\n\n",
-		m.Summary(), m.MemoryMiB, m.GoVersion, m.KeepalivedVersion, m.LoadAvg, r.DurationS)
+	fmt.Fprintf(w, "Machine: %s; %d MiB; %s; load average at start %s; %.0f s in all.\n\n",
+		m.Summary(), m.MemoryMiB, m.GoVersion, m.LoadAvg, r.DurationS)
 	if len(r.Failover) > 0 {
 		fmt.Fprintln(w, "Failover (seconds after the fault; p50 / max / all moved):")
 		fmt.Fprintln(w)

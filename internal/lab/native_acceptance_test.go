@@ -391,8 +391,8 @@ func TestNativeAcceptanceFaults(t *testing.T) {
 		}
 		nvResult(t, res)
 		if gap, ok := nvAdvertGap(l.agentLog(master), res.FaultAt, s.routerID); ok {
-			t.Logf("VRRP silent for about %v across the restart: the stopping engine's last advert to the new engine's adoption (Master_Down_Interval %v)",
-				gap.Round(time.Millisecond), 3*advert+206*advert/256)
+			t.Logf("VRRP silent for about %v across the restart: the stopping engine's last advert to the new engine's adoption (that last advert announces a 1 s interval, so the backup waits %v)",
+				gap.Round(time.Millisecond), 3*time.Second+206*time.Second/256)
 		}
 		if res.MasterAfter != master || res.FailoverSeconds != nil || res.KernelChanges != 0 || len(bad) > 0 {
 			t.Errorf("transition on agent restart: master %s → %s, failover %v s, %d kernel changes, %v",
@@ -678,7 +678,8 @@ func (w *nvGatewayWatch) stop() {
 }
 
 // TestNativeScale100Routers measures, per driver (keepalived at 1 s
-// adverts, native at 0.1 s), with 100 HA routers (L3HA_LAB_SCALE_ROUTERS)
+// adverts, native at 0.1 s; L3HA_LAB_SCALE_CASES, default
+// "keepalived:1,native:0.1"), with 100 HA routers (L3HA_LAB_SCALE_ROUTERS)
 // each with a gateway: the memory of the agents (and keepalived processes)
 // per router, and the time for every router to move when the node holding
 // all the masters fails. All masters go to net2: net1's agent is stopped
@@ -690,8 +691,16 @@ func (w *nvGatewayWatch) stop() {
 func TestNativeScale100Routers(t *testing.T) {
 	needScale(t)
 	n := nvEnvInt("L3HA_LAB_SCALE_ROUTERS", 100)
-	for _, c := range []struct{ driver, advert string }{{"keepalived", "1"}, {"native", "0.1"}} {
-		t.Run(c.driver, func(t *testing.T) { nvScale(t, c.driver, c.advert, n) })
+	cases := os.Getenv("L3HA_LAB_SCALE_CASES") // DRIVER:ADVERT,...
+	if cases == "" {
+		cases = "keepalived:1,native:0.1"
+	}
+	for _, c := range strings.Split(cases, ",") {
+		driver, advert, ok := strings.Cut(strings.TrimSpace(c), ":")
+		if !ok {
+			t.Fatalf("L3HA_LAB_SCALE_CASES: %q is not DRIVER:ADVERT", c)
+		}
+		t.Run(driver+"-"+advert, func(t *testing.T) { nvScale(t, driver, advert, n) })
 	}
 }
 

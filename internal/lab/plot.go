@@ -23,11 +23,18 @@ type PlotSeries struct {
 	Points []PlotPoint
 }
 
+// PlotRef is a horizontal reference line (a target).
+type PlotRef struct {
+	Y     float64
+	Label string
+}
+
 // LogLogPlot is a line plot with logarithmic x and y axes.
 type LogLogPlot struct {
 	Title, Subtitle string
 	XLabel, YLabel  string
 	Series          []PlotSeries
+	Refs            []PlotRef
 	// Width and Height in pixels (default 900 × 560).
 	Width, Height int
 }
@@ -107,6 +114,11 @@ func (p LogLogPlot) WriteSVG(w io.Writer) error {
 	if math.IsInf(xlo, 0) {
 		xlo, xhi, ylo, yhi = 1, 10, 0.1, 1
 	}
+	for _, r := range p.Refs {
+		if r.Y > 0 && !math.IsInf(r.Y, 0) {
+			ylo, yhi = math.Min(ylo, r.Y), math.Max(yhi, r.Y)
+		}
+	}
 	xMajor, xMinor := logTicks(xlo, xhi)
 	yMajor, yMinor := logTicks(ylo, yhi)
 	x := logScale{lo: xMajor[0], hi: xMajor[len(xMajor)-1], p0: plotMarginLeft, p1: float64(width - plotMarginRight)}
@@ -152,6 +164,13 @@ func (p LogLogPlot) WriteSVG(w io.Writer) error {
 		pf(`<text x="%.1f" y="%.1f">%s</text>`+"\n", x.p0-6, y.at(v)+4, tickLabel(v))
 	}
 	pf("</g>\n")
+	for _, r := range p.Refs {
+		if !(r.Y > 0) || math.IsInf(r.Y, 0) {
+			continue
+		}
+		pf(`<g class="ref"><line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#2ca02c" stroke-width="1.5" stroke-dasharray="2 3"/>`, x.p0, y.at(r.Y), x.p1, y.at(r.Y))
+		pf(`<text x="%.1f" y="%.1f" fill="#2ca02c">%s</text></g>`+"\n", x.p0+6, y.at(r.Y)-5, esc(r.Label))
+	}
 	pf(`<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", (x.p0+x.p1)/2, height-20, esc(p.XLabel))
 	pf(`<text transform="translate(20 %.1f) rotate(-90)" text-anchor="middle">%s</text>`+"\n", (y.p0+y.p1)/2, esc(p.YLabel))
 	// Series.
@@ -228,6 +247,7 @@ func FailoverPlot(results []BenchFailoverResult, subtitle string) LogLogPlot {
 		Subtitle: subtitle,
 		XLabel:   "HA routers failing over at once",
 		YLabel:   "seconds after the fault (log)",
+		Refs:     []PlotRef{{Y: 1, Label: "target: all moved within 1 s"}},
 	}
 	for i, k := range keys {
 		rs := byKey[k]
@@ -238,6 +258,13 @@ func FailoverPlot(results []BenchFailoverResult, subtitle string) LogLogPlot {
 		}
 		if len(perNets) > 1 {
 			name += fmt.Sprintf(" %d/HA net", k.perNet)
+		}
+		if len(faults) == 1 && len(perNets) == 1 && i == 0 {
+			sub := fmt.Sprintf("fault %s; %d router(s) per HA network", k.fault, k.perNet)
+			if p.Subtitle != "" {
+				sub = p.Subtitle + "; " + sub
+			}
+			p.Subtitle = sub
 		}
 		all := PlotSeries{Name: name + " all moved", Color: failoverPlotColors[i%len(failoverPlotColors)]}
 		p50 := PlotSeries{Name: name + " p50", Color: all.Color, Dashed: true}

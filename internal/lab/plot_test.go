@@ -153,7 +153,7 @@ func TestWriteFailoverSVG(t *testing.T) {
 			t.Errorf("no tick label %q in %q", want, texts)
 		}
 	}
-	for _, want := range []string{"native 0.1s all moved", "native 0.1s p50", "keepalived 2s all moved", "2 CPUs & <a test>"} {
+	for _, want := range []string{"native 0.1s all moved", "native 0.1s p50", "keepalived 2s all moved", "2 CPUs & <a test>; fault node; 1 router(s) per HA network", "target: all moved within 1 s"} {
 		if !slices.Contains(texts, want) {
 			t.Errorf("no text %q in %q", want, texts)
 		}

@@ -332,7 +332,7 @@ func (e *Engine) converge(j *job) error {
 		}
 		keep(linux.SyncRoutes(ns, e.opts.RouteProtocol, routes))
 		if j.garp {
-			keep(sendGARP(ns, s.announced(), max(j.garpRounds, 1)))
+			keep(e.garp.send(ns, s.Device, s.announced(), max(j.garpRounds, 1)))
 		}
 	} else {
 		keep(linux.SyncRoutes(ns, e.opts.RouteProtocol, nil))

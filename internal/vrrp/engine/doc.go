@@ -55,11 +55,12 @@
 // addresses are left as they are. Others start as backup. With a StateDir the
 // engine remembers each router in <StateDir>/ha_confs/<router_id>/vrrp.json,
 // so that Start adopts every router at once, before the agent has talked to
-// its server. Shutdown(ctx, false) stops for a restart: sockets close, nothing
-// is sent, addresses stay. Shutdown(ctx, true) stops for good: masters resign
-// with a priority-0 advert, so backups take over after Skew_Time, and keep
-// forwarding until they hear the new master (plus Options.HandoverGrace)
-// before they remove their addresses (see handover in loop.go).
+// its server. Shutdown(ctx, false) stops for a restart: each master sends one
+// last advert, sockets close, addresses stay. Shutdown(ctx, true) stops for
+// good: masters resign with a priority-0 advert, so backups take over after
+// Skew_Time, and keep forwarding until they hear the new master (plus
+// Options.HandoverGrace) before they remove their addresses (see handover in
+// loop.go).
 //
 // The trade-off of a restart: while no engine runs, nobody advertises. The
 // backups take over once their Master_Down_Interval (3 adverts plus the skew,
@@ -69,15 +70,26 @@
 // its server or for an Ensure. Measured here (TestKernelAgentProcessRestart-
 // KeepsMaster): signal → old process gone in 2-6 ms, new process adopted
 // 6-33 ms later, longest silence on the wire one advert interval (the adopted
-// master advertises at once). A restart longer than Master_Down_Interval
-// (a host too loaded to start a process in 0.3 s at 0.1 s adverts, or an
-// upgrade with a reboot) lets a backup take over while the old node still
-// holds the addresses; the restarted engine then adopts, two masters see
-// each other's adverts and the equal-priority tie-break (higher ha- address)
-// leaves one within an advert, which may move mastership a second time. Not
-// done, and the natural next step if that matters: save the time of the stop
-// and, when the restart took longer than Master_Down_Interval, start as a
-// backup that keeps its addresses until it hears a master (then drops them)
-// or Master_Down_Interval passes (then resumes as master with gratuitous
-// ARP).
+// master advertises at once). On a loaded host a process restart can take
+// longer than 0.38 s (0.6 s was seen in the lab), so in VRRPv3 the stopping
+// master's last advert announces Options.RestartAdvertInterval (1 s): the
+// backups adopt the master's interval (RFC 5798 §6.4.2) and wait 3.8 s for
+// the next engine, whose first advert sets the interval back
+// (TestKernelSlowRestartKeepsMaster). The price: a node that dies while its
+// agent restarts fails over after 3.8 s. A restart longer than that (or in
+// VRRPv2, longer than Master_Down_Interval) lets a backup take over while the
+// old node still holds the addresses; the restarted engine then adopts, two
+// masters see each other's adverts and the equal-priority tie-break (higher
+// ha- address) leaves one within an advert; the loser, once its addresses
+// are gone, sends a priority-0 advert, which the winner answers with
+// gratuitous ARP, so traffic follows the winner at once.
+//
+// A loaded node can also stall the engine's process beyond
+// Master_Down_Interval: a backup whose timer runs out first reads the adverts
+// waiting in its socket, and one whose timer fired far too late gives the
+// master one more advert interval (see catchUp in loop.go). A router whose
+// ha- device is down is in fault, as keepalived's FAULT state: no addresses,
+// no election, until the device is up (see enterFault). Each VRRP socket
+// carries a BPF filter for its VRID, so that the n routers of an HA network
+// do not wake each other n² times per advert interval.
 package engine

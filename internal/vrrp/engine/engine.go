@@ -29,6 +29,11 @@ const (
 	// new master to install the addresses and send gratuitous ARP, with
 	// margin for a loaded node.
 	DefaultHandoverGrace = 200 * time.Millisecond
+	// DefaultRestartAdvertInterval is Options.RestartAdvertInterval's
+	// default: backups wait 3.8 s for a restarting agent (0.38 s at 0.1 s
+	// adverts without it), and a node that dies while its agent restarts
+	// fails over that much later.
+	DefaultRestartAdvertInterval = time.Second
 	// DefaultQueueLen bounds the packets a router may have waiting for the
 	// loop; a flood beyond it is dropped as ReasonQueueFull.
 	DefaultQueueLen = 64
@@ -84,6 +89,13 @@ type Options struct {
 	// traffic flows through it until the new master holds them (see
 	// handover); 0 means DefaultHandoverGrace, negative none.
 	HandoverGrace time.Duration
+	// RestartAdvertInterval is the interval a VRRPv3 master announces in the
+	// last advert it sends when it stops for a restart: backups adopt the
+	// master's interval (RFC 5798 §6.4.2), so they wait three of these
+	// before taking over, time for the next engine to adopt the master
+	// (its first advert sets the interval back); 0 means
+	// DefaultRestartAdvertInterval, negative: the configured interval.
+	RestartAdvertInterval time.Duration
 	// ResignOnCancel makes the engine resign its masters when the context
 	// given to Start is cancelled (a graceful stop). By default a cancelled
 	// context stops it for a restart: masters keep their addresses.
@@ -126,6 +138,15 @@ func (o *Options) setDefaults() error {
 	}
 	if o.HandoverGrace < 0 {
 		o.HandoverGrace = 0
+	}
+	if o.RestartAdvertInterval == 0 {
+		o.RestartAdvertInterval = DefaultRestartAdvertInterval
+	}
+	if o.RestartAdvertInterval < o.AdvertInterval || o.Version != 3 {
+		o.RestartAdvertInterval = o.AdvertInterval // v2 backups cannot learn an interval
+	}
+	if o.RestartAdvertInterval > 40950*time.Millisecond {
+		o.RestartAdvertInterval = 40950 * time.Millisecond // v3's 12-bit centiseconds
 	}
 	if o.QueueLen <= 0 {
 		o.QueueLen = DefaultQueueLen
@@ -285,6 +306,7 @@ type Engine struct {
 	log     *slog.Logger
 	metrics *metrics
 	apply   *applier
+	garp    garpSender
 
 	reqs   chan func()
 	rxWake chan struct{} // cap 1: some router has packets queued
@@ -499,6 +521,7 @@ func (e *Engine) Shutdown(ctx context.Context, resign bool) error {
 	}
 	err = errors.Join(err, waitAll(ctx, wait))
 	e.apply.stop(ctx)
+	e.garp.stop()
 	return err
 }
 

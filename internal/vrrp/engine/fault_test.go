@@ -16,12 +16,13 @@ import (
 // bridgedPair is newPair with the two ha- devices plugged into a bridge in a
 // third namespace, as on a network node (the ha- veth's peer is on the HA
 // network's bridge), so that one ha- device going down leaves the other's
-// carrier up.
-func bridgedPair(t *testing.T, opts Options, vrid uint8) (*side, *side) {
+// carrier up. It also returns the switch namespace and each side's port on
+// the bridge.
+func bridgedPair(t *testing.T, opts Options, vrid uint8) (a, b *side, sw string, ports [2]string) {
 	t.Helper()
 	requireRoot(t)
 	id := "router-" + randHex(4)
-	sw := newNS(t)
+	sw = newNS(t)
 	run(t, "ip", "-n", sw, "link", "add", "br0", "type", "bridge")
 	run(t, "ip", "-n", sw, "link", "set", "br0", "up")
 	var sides [2]*side
@@ -30,6 +31,7 @@ func bridgedPair(t *testing.T, opts Options, vrid uint8) (*side, *side) {
 		dev := "ha-" + randHex(5)[:8] + "-" + string(rune('a'+i))
 		port := "sw" + randHex(4)[:6] + string(rune('a'+i))
 		vethPair(t, ns, dev, sw, port, 1500)
+		ports[i] = port
 		run(t, "ip", "-n", sw, "link", "set", port, "master", "br0")
 		ha := netip.PrefixFrom(netip.AddrFrom4([4]byte{169, 254, 192, host}), 18)
 		addAddr(t, ns, dev, ha)
@@ -39,7 +41,7 @@ func bridgedPair(t *testing.T, opts Options, vrid uint8) (*side, *side) {
 		s.te = startEngine(t, string(rune('A'+i)), opts)
 		sides[i] = s
 	}
-	return sides[0], sides[1]
+	return sides[0], sides[1], sw, ports
 }
 
 func setLink(t *testing.T, s *side, up bool) {
@@ -59,7 +61,7 @@ func setLink(t *testing.T, s *side, up bool) {
 // wins the tie-break. A backup whose ha- device is down never elects itself.
 func TestKernelHADeviceDownIsAFault(t *testing.T) {
 	opts := Options{Version: 3, AdvertInterval: 100 * time.Millisecond, GARPDelay: -1}
-	a, b := bridgedPair(t, opts, 21)
+	a, b, _, _ := bridgedPair(t, opts, 21)
 	id := a.router.ID
 	m, bk := electPair(t, a, b, true)
 
@@ -124,4 +126,43 @@ func TestKernelHADeviceDownIsAFault(t *testing.T) {
 	if _, ok := m.te.e.Status(id); ok {
 		t.Error("removed router still runs")
 	}
+}
+
+// TestKernelSplitBrainWinnerAnnounces (v3 at 0.1s): the HA network is cut
+// between the two nodes (the backup's port leaves the bridge; every link
+// stays up), so the backup becomes a second master, announcing the
+// router's addresses; when the network heals, the equal-priority tie-break
+// leaves one master, and that one announces the addresses again (gratuitous
+// ARP, as keepalived does when it hears a lower-priority master), so that
+// traffic the loser drew to itself comes back.
+func TestKernelSplitBrainWinnerAnnounces(t *testing.T) {
+	opts := Options{Version: 3, AdvertInterval: 100 * time.Millisecond, GARPDelay: -1}
+	a, b, sw, ports := bridgedPair(t, opts, 22)
+	id := a.router.ID
+	m, bk := electPair(t, a, b, true)
+	port := ports[0]
+	if bk == b {
+		port = ports[1]
+	}
+	arp := map[*side]*arpSniffer{m: startARPSniffer(t, m.ns, m.qrPeer), bk: startARPSniffer(t, bk.ns, bk.qrPeer)}
+	excl := m.router.Excluded[0].Prefix.Addr()
+	run(t, "ip", "-n", sw, "link", "set", "dev", port, "nomaster") // out of the bridge, link up
+	waitFor(t, waitLong, "two masters", func() bool { return bk.te.rec.is(id, vrrp.Master) && bk.holdsAll(t, true) })
+	// The second master's own announcements are over.
+	waitFor(t, waitLong, "the second master's gratuitous ARP", func() bool { return arp[bk].count(excl) >= DefaultGARPRepeat })
+	base := map[*side]int{m: arp[m].count(excl), bk: arp[bk].count(excl)}
+	run(t, "ip", "-n", sw, "link", "set", "dev", port, "master", "br0")
+	var winner, loser *side
+	waitFor(t, waitLong, "one master again", func() bool {
+		for _, c := range [][2]*side{{m, bk}, {bk, m}} {
+			if c[0].te.state(t, id) == vrrp.Master && c[1].te.state(t, id) == vrrp.Backup && c[0].holdsAll(t, true) && c[1].holdsAll(t, false) {
+				winner, loser = c[0], c[1]
+				return true
+			}
+		}
+		return false
+	})
+	waitFor(t, waitLong, "the winner's gratuitous ARP", func() bool { return arp[winner].count(excl) > base[winner] })
+	t.Logf("split brain healed: %s kept the router (%d gratuitous ARPs for %v after the heal), %s yielded",
+		winner.te.name, arp[winner].count(excl)-base[winner], excl, loser.te.name)
 }

@@ -86,6 +86,7 @@ func (e *Engine) run(ctx context.Context) {
 				defer cancel()
 				_ = waitAll(c, waits)
 				e.apply.stop(c)
+				e.garp.stop()
 			}()
 			return
 		}
@@ -232,15 +233,39 @@ func (e *Engine) receive(r *router, p rxPacket) {
 	r.received++
 	r.lateGrace = false
 	e.metrics.received.Inc()
-	if wasMaster && r.m.State() == vrrp.Master && p.p.Priority == vrrp.PriorityResign {
-		// A router resigned while we are master: the machine reasserts with
-		// an advert (RFC 5798 §6.4.3). The resigning master of a graceful
-		// handover says so once more when its addresses are gone; it
-		// forwarded until then, and its last packets may have drawn
-		// traffic back to it in the switches: announce our addresses again.
+	if wasMaster && r.m.State() == vrrp.Master {
+		// Another router advertised while we are master, and we stay
+		// master: it resigned (priority 0), or it lost to us (a split brain
+		// healing, a restart that took longer than Master_Down_Interval).
+		// It held, or just gave up, the same addresses with the same MACs,
+		// and the switches may now send their traffic to it: announce ours
+		// again, as keepalived does ("we just refresh remote ARP cache").
+		// The resigning master of a graceful handover sends its second
+		// priority-0 advert for this once its addresses are gone.
 		acts = append(acts, vrrp.SendGratuitousARP{})
 	}
-	e.perform(r, acts, now, performOpts{})
+	c := e.perform(r, acts, now, performOpts{})
+	if wasMaster && r.m.State() == vrrp.Backup && c != nil && r.lastAdvert.Priority > 0 {
+		// We yielded to a better master (a split brain healing): once our
+		// addresses are gone, say so with a priority-0 advert, which the
+		// winner answers with an advert and gratuitous ARP (above). Without
+		// it, a winner whose advert reached us first never hears from us,
+		// and the traffic we drew to ourselves while we were master stays
+		// with us, to be dropped, until the hosts' ARP entries expire.
+		resign := r.lastAdvert
+		resign.Priority = vrrp.PriorityResign
+		sock, src := r.sock, r.spec.Address.Addr()
+		go func() {
+			select {
+			case <-c:
+			case <-time.After(10 * time.Second):
+				return
+			}
+			if b, err := vrrp.Marshal(resign, src, vrrp.Group); err == nil && sock.send(b) == nil {
+				e.metrics.sent.Inc()
+			}
+		}()
+	}
 }
 
 type performOpts struct {
@@ -449,9 +474,16 @@ func (e *Engine) stop(resign, handover bool) []chan error {
 			if r.m.State() == vrrp.Master && r.lastAdvert.Priority > 0 {
 				// Stopping for a restart: one advert more, so that the
 				// backups count their Master_Down_Interval from now, not
-				// from up to an interval ago; the next engine adopts the
-				// master within it.
-				e.send(r, r.lastAdvert, now)
+				// from up to an interval ago, and (VRRPv3) with
+				// RestartAdvertInterval, which they adopt: the next
+				// engine, which adopts the master, has three of those to
+				// start, not three adverts of 0.1 s. Its first advert sets
+				// the interval back.
+				p := r.lastAdvert
+				if e.opts.Version == 3 {
+					p.MaxAdvertInterval = uint16(e.opts.RestartAdvertInterval / (10 * time.Millisecond))
+				}
+				e.send(r, p, now)
 			}
 			r.sock.close()
 			r.rx.close()

@@ -97,3 +97,52 @@ func TestKernelFrozenPairStaysStable(t *testing.T) {
 		t.Error("the VIP moved")
 	}
 }
+
+// TestKernelSlowRestartKeepsMaster (v3 at 0.1s): the agent holding the
+// master stops for a restart and the next one starts only 1.5 s later (a
+// host too loaded to restart a process within Master_Down_Interval, 0.38
+// s). The stopping engine's last advert announced RestartAdvertInterval
+// (1 s), which the backup adopted (RFC 5798 §6.4.2): it waits 3.8 s, the
+// new engine adopts the master within them, and nobody changes state; the
+// backup is back at 0.1 s adverts after the new engine's first advert.
+func TestKernelSlowRestartKeepsMaster(t *testing.T) {
+	requireRoot(t)
+	ctx := context.Background()
+	const interval = 100 * time.Millisecond
+	id := "router-" + randHex(4)
+	a, b := pairNodes(t, id, 36, 1500)
+	dir := t.TempDir()
+	p := startAgent(t, a.router, dir, interval)
+	p.waitState(t, "backup")
+	p.waitState(t, "master")
+	peer := startEngine(t, "peer", Options{Version: 3, AdvertInterval: interval, GARPDelay: -1})
+	if err := peer.e.Ensure(ctx, b.router); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, waitLong, "peer backup", func() bool { return peer.rec.is(id, vrrp.Backup) })
+	if err := p.cmd.Process.Signal(syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(waitLong):
+		t.Fatal("agent process ignored SIGUSR2")
+	}
+	waitFor(t, waitLong, "the backup to learn the restart interval", func() bool {
+		st, _ := peer.e.Status(id)
+		return st.Machine.MasterAdverInterval == DefaultRestartAdvertInterval
+	})
+	time.Sleep(1500 * time.Millisecond) // the fault: a slow restart
+	if st := peer.state(t, id); st != vrrp.Backup {
+		t.Fatalf("the backup is %v during the slow restart", st)
+	}
+	p = startAgent(t, a.router, dir, interval)
+	p.waitState(t, "master") // adopted
+	waitFor(t, waitLong, "the backup back at the configured interval", func() bool {
+		st, _ := peer.e.Status(id)
+		return st.Machine.MasterAdverInterval == interval
+	})
+	if got := peer.rec.states(id); !slices.Equal(got, []vrrp.State{vrrp.Backup}) {
+		t.Errorf("the backup noticed the restart: %v", got)
+	}
+}
