@@ -85,8 +85,8 @@ variable.`,
 	f.StringVar(&o.localIP, "local-ip", "", "this node's underlay address for VXLAN tunnels")
 	f.StringVar(&o.mappings, "physical-interface-mappings", "", "flat networks: PHYSNET:IFACE[,PHYSNET:IFACE...]")
 	f.StringVar(&o.suffix, "netns-suffix", "", "suffix of this agent's router namespaces (qrouter-<id><suffix>), so several agents can share one kernel")
-	f.StringVar(&o.haDriver, "ha-driver", "keepalived", "VRRP implementation for HA routers: keepalived (one keepalived per router, as Neutron) or native (one in-process VRRP engine for every router)")
-	f.Float64Var(&o.advertInt, "ha-vrrp-advert-int", 2, "VRRP advertisement interval in seconds (VRRPv2: whole seconds; VRRPv3: down to 0.01); native driver default 0.2 (VRRPv3)")
+	f.StringVar(&o.haDriver, "ha-driver", "native", "VRRP implementation for HA routers: native (one in-process VRRP engine for every router; interoperates with keepalived) or keepalived (one keepalived per router, as Neutron)")
+	f.Float64Var(&o.advertInt, "ha-vrrp-advert-int", 0, "VRRP advertisement interval in seconds (VRRPv2: whole seconds; VRRPv3: down to 0.01); 0: the driver's default, native 0.2 (VRRPv3), keepalived 2 (VRRPv2, as Neutron)")
 	f.IntVar(&o.vrrpVer, "ha-vrrp-version", 0, "VRRP version 2 or 3 (default: 3 when the advert interval is fractional, else 2 as Neutron)")
 	f.StringVar(&o.password, "ha-vrrp-auth-password", "", "VRRPv2 simple password (PASS authentication); empty: none")
 	f.StringVar(&o.metrics, "metrics-bind", "", "address to serve Prometheus metrics on (/metrics), e.g. 127.0.0.1:9697; empty: off")
@@ -143,7 +143,7 @@ func runAgentCommand(cmd *cobra.Command, o *agentOptions) error {
 		dp = agent.NewFakeDataplane()
 	case "linux":
 		var err error
-		if dp, err = linuxDataplane(o, cmd.Flags().Changed("ha-vrrp-advert-int"), reg, logger); err != nil {
+		if dp, err = linuxDataplane(o, reg, logger); err != nil {
 			return err
 		}
 	default:
@@ -252,11 +252,15 @@ func agentToken(o *agentOptions, fromFlag map[string]bool) (string, error) {
 	return "", errors.New("no agent token: give --agent-token, --agent-token-file, L3HA_AGENT_TOKEN or L3HA_AGENT_TOKEN_FILE")
 }
 
-// nativeDefaultAdvert is the native driver's advert interval when none is given.
-const nativeDefaultAdvert = 200 * time.Millisecond
+// The drivers' advert intervals when none is given: Neutron's
+// ha_vrrp_advert_int for keepalived.
+const (
+	nativeDefaultAdvert     = 200 * time.Millisecond
+	keepalivedDefaultAdvert = 2 * time.Second
+)
 
 // linuxDataplane builds the Linux data plane and its HA driver from flags.
-func linuxDataplane(o *agentOptions, advertGiven bool, reg prometheus.Registerer, logger *slog.Logger) (agent.Dataplane, error) {
+func linuxDataplane(o *agentOptions, reg prometheus.Registerer, logger *slog.Logger) (agent.Dataplane, error) {
 	cfg := dataplane.Config{Suffix: o.suffix, Mappings: map[string]string{}, Logger: logger}
 	if o.localIP != "" {
 		cfg.LocalIP = netip.MustParseAddr(o.localIP)
@@ -271,14 +275,18 @@ func linuxDataplane(o *agentOptions, advertGiven bool, reg prometheus.Registerer
 		}
 		cfg.Mappings[physnet] = iface
 	}
-	if o.advertInt <= 0 {
-		return nil, fmt.Errorf("--ha-vrrp-advert-int %v: must be positive", o.advertInt)
+	if o.advertInt < 0 {
+		return nil, fmt.Errorf("--ha-vrrp-advert-int %v: must be positive (0: the driver's default)", o.advertInt)
 	}
 	advert := time.Duration(o.advertInt * float64(time.Second))
-	if o.haDriver == "native" && !advertGiven {
-		// Sub-second failover (3 × 0.2 s + skew ≈ 0.76 s) with margin enough
-		// not to flap when a loaded node delays an advert by 100 ms.
-		advert = nativeDefaultAdvert
+	if advert == 0 {
+		advert = keepalivedDefaultAdvert
+		if o.haDriver == "native" {
+			// Sub-second failover (3 × 0.2 s + skew ≈ 0.76 s) with margin
+			// enough not to flap when a loaded node delays an advert by
+			// 100 ms.
+			advert = nativeDefaultAdvert
+		}
 	}
 	version := o.vrrpVer
 	if version == 0 {

@@ -271,7 +271,7 @@ func (l *accLab) nvFailover(t *testing.T, s *scenario, fault string, base func()
 // keepalived to native one node at a time, its routers failing over between
 // nodes of either kind.
 func TestNativeAcceptanceMixedDrivers(t *testing.T) {
-	needNativeE2E(t)
+	needE2E(t)
 	const advert = time.Second
 	want := map[string]string{"net1": "keepalived", "net2": "native"}
 	l := nvStartLab(t, "mx", "net1=keepalived,net2=native", "1", 0)
@@ -367,7 +367,7 @@ func nvLogTime(line string) (time.Time, bool) {
 // 2 lost pings. Node failure: the pings lost are worth less than a second at
 // the measured ping interval (ping -i 0.01 really sends every ~16.5 ms here).
 func TestNativeAcceptanceFaults(t *testing.T) {
-	needNativeE2E(t)
+	needE2E(t)
 	const advert = 100 * time.Millisecond
 	l := nvStartLab(t, "nv", "native", "0.1", 0)
 	s := l.scenario(false)
@@ -959,16 +959,5 @@ func TestNativeFlapsUnderLoad(t *testing.T) {
 			_ = exec.Command("cp", "-a", filepath.Join(f.l.dir, "logs"), keep).Run()
 			t.Logf("lab %s: logs kept in %s", f.l.name, keep)
 		}
-	}
-}
-
-// needNativeE2E gates the native driver's lab acceptance: opt-in
-// (L3HA_LAB_NATIVE=1) until its thresholds are settled on a loaded 2-core
-// machine, so that CI runs the settled tiers only.
-func needNativeE2E(t *testing.T) {
-	t.Helper()
-	needE2E(t)
-	if os.Getenv("L3HA_LAB_NATIVE") != "1" {
-		t.Skip("native-driver lab acceptance: set L3HA_LAB_NATIVE=1")
 	}
 }
