@@ -103,6 +103,11 @@ func (l *Linux) Apply(ctx context.Context, st agentapi.DesiredState) error {
 			errs = append(errs, fmt.Errorf("network %s: %w", n.ID, err))
 		}
 	}
+	// Before any router's VRRP starts: the node's router ports do not hear
+	// each other's gratuitous ARP (see linux.SyncAnnouncementFilter).
+	if err := linux.SyncAnnouncementFilter(l.cfg.Node, p.Announced()); err != nil {
+		errs = append(errs, err)
+	}
 	for _, r := range p.Routers {
 		wanted[r.Namespace] = true
 		if err := l.applyRouter(ctx, r); err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -96,6 +97,26 @@ type Plan struct {
 	Skipped map[string]error
 	// SkippedNetworks likewise for networks.
 	SkippedNetworks map[string]error
+}
+
+// Announced lists the IPv4 addresses the node's HA routers announce with
+// gratuitous ARP when they become master (each router's VIP and its
+// excluded addresses), sorted and without duplicates: the node keeps those
+// announcements from its other routers' ports (linux.SyncAnnouncementFilter).
+func (p Plan) Announced() []netip.Addr {
+	var out []netip.Addr
+	for _, r := range p.Routers {
+		if r.HA == nil {
+			continue
+		}
+		out = append(out, r.HA.VIP.Addr())
+		for _, a := range r.HA.Excluded {
+			out = append(out, a.Prefix.Addr())
+		}
+	}
+	out = slices.DeleteFunc(out, func(a netip.Addr) bool { return !a.Is4() })
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out)
 }
 
 // PlanOptions are the node facts planning needs.

@@ -186,3 +186,29 @@ func TestStartDelayLetsTheFirstBindingWinTheFirstElection(t *testing.T) {
 		t.Fatalf("binding index not planned: %+v", p.Routers[0].HA)
 	}
 }
+
+// The addresses whose gratuitous ARP the node keeps from its other routers:
+// every HA router's VIP and excluded IPv4 addresses, once each; legacy
+// routers announce nothing.
+func TestPlanAnnouncedListsHARouterAddressesOnce(t *testing.T) {
+	a, b := haRouter(routerA), haRouter(routerB)
+	b.VRID = 8
+	b.Gateway.FixedIPs[0].IPAddress = "172.24.4.101"
+	b.FloatingIPs = append(b.FloatingIPs, agentapi.FloatingIPSpec{FloatingIPAddress: "172.24.4.150", FixedIPAddress: "10.10.30.6"}) // also A's: once
+	legacy := haRouter("33333333-3333-3333-3333-333333333333")
+	legacy.HA, legacy.HAPort = false, nil
+	legacy.Gateway.FixedIPs[0].IPAddress = "172.24.4.200"
+	legacy.FloatingIPs = nil
+	p := MakePlan(desired(a, b, legacy), opts)
+	if len(p.Skipped) != 0 {
+		t.Fatalf("skipped %v", p.Skipped)
+	}
+	var got []string
+	for _, ip := range p.Announced() {
+		got = append(got, ip.String())
+	}
+	want := "10.10.30.1 169.254.0.7 169.254.0.8 172.24.4.100 172.24.4.101 172.24.4.150"
+	if strings.Join(got, " ") != want {
+		t.Errorf("announced %v, want %s", got, want)
+	}
+}

@@ -24,6 +24,7 @@ package lab
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -39,6 +40,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/l3ha/l3ha/internal/linux"
 )
 
 // Per-node HA drivers: unit tests.
@@ -378,6 +381,20 @@ func TestNativeAcceptanceFaults(t *testing.T) {
 		return sortedCopy(hostPrefix(s.gatewayIP, ExternalPrefix), hostPrefix(TenantGateway, 24), hostPrefix(s.floatingIP, 32))
 	}
 	t.Logf("lab %s: HA router %s, gateway %s, floating IP %s", l.name, s.routerID, s.gatewayIP, s.floatingIP)
+	l.waitSettled(t, s.routerID, base(), 60*time.Second)
+	// Each network node keeps the router's announcements from its other
+	// tap ports (linux.AnnouncementTable), whichever node is master.
+	for _, n := range networkNodes() {
+		got, err := linux.AnnouncementFilterAddrs(NodeNamespace(l.name, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range []string{s.gatewayIP, s.floatingIP, TenantGateway} {
+			if !slices.Contains(got, netip.MustParseAddr(a)) {
+				t.Errorf("%s: announcement filter %v lacks %s", n, got, a)
+			}
+		}
+	}
 
 	t.Run("AgentRestart", func(t *testing.T) {
 		master := l.waitSettled(t, s.routerID, base(), 60*time.Second)

@@ -1,7 +1,8 @@
 // Package linux is a set of thin adapters over the Linux kernel for the agent's
 // data plane: named network namespaces, links (bridge, VXLAN with head-end
-// replication FDB entries, veth pairs), addresses, routes, sysctls, and the
-// per-router nftables NAT table.
+// replication FDB entries, veth pairs), addresses, routes, sysctls, the
+// per-router nftables NAT table, and the node's bridge-family table that
+// keeps routers' gratuitous ARP from each other (AnnouncementTable).
 //
 // It holds no business logic: the data-plane reconciler decides what must
 // exist, this package makes it so. Every mutating call converges ("Ensure",
@@ -23,7 +24,7 @@
 // Functions are safe for concurrent use; converging the same object from two
 // goroutines at once is the caller's business to avoid.
 //
-// All netlink work goes through github.com/vishvananda/netlink; the NAT table
+// All netlink work goes through github.com/vishvananda/netlink; nftables
 // through github.com/google/nftables (one netlink batch per change, which the
 // kernel commits as a single transaction). No command is forked.
 package linux
