@@ -104,8 +104,9 @@ func (l *Linux) Apply(ctx context.Context, st agentapi.DesiredState) error {
 		}
 	}
 	// Before any router's VRRP starts: the node's router ports do not hear
-	// each other's gratuitous ARP (see linux.SyncAnnouncementFilter).
-	if err := linux.SyncAnnouncementFilter(l.cfg.Node, p.Announced()); err != nil {
+	// each other's gratuitous ARP, nor ARP requests for addresses that are
+	// not the routers' (see linux.SyncAnnouncementFilter).
+	if err := linux.SyncAnnouncementFilter(l.cfg.Node, p.Announced(), p.RouterPorts()); err != nil {
 		errs = append(errs, err)
 	}
 	for _, r := range p.Routers {

@@ -119,6 +119,27 @@ func (p Plan) Announced() []netip.Addr {
 	return slices.Compact(out)
 }
 
+// RouterPorts lists the node-side ends (Tap) of the HA routers' gateway
+// (qg-) and interface (qr-) ports, sorted and without duplicates: the node
+// keeps from them the ARP requests for addresses that are not its HA
+// routers' (linux.SyncAnnouncementFilter), which they would only drop. HA
+// network (ha-) ports are left out, so is every port of a legacy router.
+func (p Plan) RouterPorts() []string {
+	var out []string
+	for _, r := range p.Routers {
+		if r.HA == nil {
+			continue
+		}
+		for _, pp := range r.Ports {
+			if strings.HasPrefix(pp.Dev, linux.PrefixGateway) || strings.HasPrefix(pp.Dev, linux.PrefixInternal) {
+				out = append(out, pp.Tap)
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
 // PlanOptions are the node facts planning needs.
 type PlanOptions struct {
 	Suffix   string            // router namespace suffix

@@ -1,7 +1,9 @@
 package dataplane
 
 import (
+	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -211,4 +213,75 @@ func TestPlanAnnouncedListsHARouterAddressesOnce(t *testing.T) {
 	if strings.Join(got, " ") != want {
 		t.Errorf("announced %v, want %s", got, want)
 	}
+}
+
+// The ports the node keeps other addresses' ARP requests from: the taps of
+// every HA router's qg- and qr- ports, once each; not the HA network's
+// ports, not a legacy router's.
+func TestPlanRouterPortsListsHARouterGatewayAndInterfaceTaps(t *testing.T) {
+	// withPortIDs gives r's ports ids that differ in their first 11
+	// characters (as Neutron's random ones do), so that each has its own
+	// tap: <x>1… for the HA port, <x>2… for the interface, <x>3… for the
+	// gateway.
+	withPortIDs := func(r agentapi.RouterSpec, x string) agentapi.RouterSpec {
+		id := func(n int) string { return fmt.Sprintf("%s%d000000-0000-0000-0000-000000000000", x, n) }
+		if r.HAPort != nil {
+			r.HAPort = ptr(*r.HAPort)
+			r.HAPort.ID = id(1)
+		}
+		r.Interfaces = slices.Clone(r.Interfaces)
+		r.Interfaces[0].ID = id(2)
+		if r.Gateway != nil {
+			r.Gateway = ptr(*r.Gateway)
+			r.Gateway.ID = id(3)
+		}
+		return r
+	}
+	a := withPortIDs(haRouter(routerA), "a")
+	b := haRouter(routerB)
+	b.VRID = 8
+	b.Gateway.FixedIPs[0].IPAddress = "172.24.4.101"
+	b = withPortIDs(b, "b")
+	b.Interfaces = append(b.Interfaces, port("b4000000-0000-0000-0000-000000000000", tenNet, ownerInterface, "fa:16:3e:00:00:04", "10.10.40.1", "10.10.40.0/24", "10.10.40.1"))
+	legacy := haRouter("33333333-3333-3333-3333-333333333333")
+	legacy.HA, legacy.HAPort = false, nil
+	legacy.Gateway.FixedIPs[0].IPAddress = "172.24.4.200"
+	legacy.FloatingIPs = nil
+	legacy = withPortIDs(legacy, "c")
+	noGateway := haRouter("44444444-4444-4444-4444-444444444444")
+	noGateway.VRID = 9
+	noGateway.Gateway, noGateway.FloatingIPs = nil, nil
+	noGateway = withPortIDs(noGateway, "d")
+	tests := []struct {
+		name    string
+		routers []agentapi.RouterSpec
+		want    []string
+	}{
+		{"no router", nil, nil},
+		{"legacy router only", []agentapi.RouterSpec{legacy}, nil},
+		{"one HA router: gateway and interface, not the HA port", []agentapi.RouterSpec{a}, []string{"tapa2000000-00", "tapa3000000-00"}},
+		{
+			"HA routers (one without gateway) and a legacy one, sorted",
+			[]agentapi.RouterSpec{b, legacy, a, noGateway},
+			[]string{"tapa2000000-00", "tapa3000000-00", "tapb2000000-00", "tapb3000000-00", "tapb4000000-00", "tapd2000000-00"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := MakePlan(desired(tt.routers...), opts)
+			if len(p.Skipped) != 0 {
+				t.Fatalf("skipped %v", p.Skipped)
+			}
+			if got := p.RouterPorts(); !slices.Equal(got, tt.want) {
+				t.Errorf("RouterPorts = %v, want %v", got, tt.want)
+			}
+		})
+	}
+	t.Run("a tap shared by two ports is listed once", func(t *testing.T) {
+		// haRouter's own port ids share their first 11 characters.
+		p := MakePlan(desired(haRouter(routerA)), opts)
+		if got := p.RouterPorts(); !slices.Equal(got, []string{"tap11111111-aa"}) {
+			t.Errorf("RouterPorts = %v", got)
+		}
+	})
 }

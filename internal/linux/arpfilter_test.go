@@ -14,40 +14,60 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
 	mnl "github.com/mdlayher/netlink"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
-// announceLab is a network node's external bridge with three HA routers and
-// the upstream, as the agent wires them:
+// announceLab is a network node's external bridge with three HA routers,
+// an instance (the node is also a compute node) and the upstream, as the
+// agent (and Nova) wire them:
 //
-//	router a 10.9.0.1 ─ tapa ┐
-//	router b 10.9.0.2 ─ tapb ├ br0 ─ up0 ─ upstream 10.9.0.254
-//	router c 10.9.0.3 ─ tapc ┘
+//	router a 10.9.0.1  ─ tapa  ┐
+//	router b 10.9.0.2  ─ tapb  │
+//	router c 10.9.0.3  ─ tapc  ├ br0 ─ up0 ─ upstream 10.9.0.254
+//	instance 10.9.0.50 ─ tapvm ┘
 //
-// with the announcement filter installed for the routers' addresses.
+// with the announcement filter installed for the routers' addresses and
+// ports (tapvm is a tap port, but not a router's).
 type announceLab struct {
 	node, upstream string
 	a, b, c        string
+	vm             string
 	mac            map[string]net.HardwareAddr // namespace → its eth0's MAC
+	names          map[string]string           // namespace → "router a", …
 }
 
-var labRouterAddrs = addrs("10.9.0.1", "10.9.0.2", "10.9.0.3")
+// label names namespace ns for messages.
+func (l *announceLab) label(ns string) string {
+	if n, ok := l.names[ns]; ok {
+		return n
+	}
+	return ns
+}
+
+var (
+	labRouterAddrs = addrs("10.9.0.1", "10.9.0.2", "10.9.0.3")
+	labRouterPorts = []string{"tapa", "tapb", "tapc"}
+)
 
 func newAnnounceLab(t *testing.T) *announceLab {
 	t.Helper()
-	l := &announceLab{node: newNS(t), upstream: newNS(t), a: newNS(t), b: newNS(t), c: newNS(t), mac: map[string]net.HardwareAddr{}}
+	l := &announceLab{node: newNS(t), upstream: newNS(t), a: newNS(t), b: newNS(t), c: newNS(t), vm: newNS(t), mac: map[string]net.HardwareAddr{}}
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
+	l.names = map[string]string{l.a: "router a", l.b: "router b", l.c: "router c", l.vm: "the instance", l.upstream: "the upstream"}
 	must(EnsureBridge(l.node, "br0", 0))
 	ports := []struct{ port, ns, mac, addr string }{
 		{"tapa", l.a, "fa:16:3e:00:09:01", "10.9.0.1/24"},
 		{"tapb", l.b, "fa:16:3e:00:09:02", "10.9.0.2/24"},
 		{"tapc", l.c, "fa:16:3e:00:09:03", "10.9.0.3/24"},
+		{"tapvm", l.vm, "fa:16:3e:00:09:50", "10.9.0.50/24"},
 		{"up0", l.upstream, "fa:16:3e:00:09:fe", "10.9.0.254/24"},
 	}
 	for _, p := range ports {
@@ -56,21 +76,26 @@ func newAnnounceLab(t *testing.T) *announceLab {
 		must(EnsureVeth(l.node, Veth{NodeSide: p.port, Bridge: "br0", NS: p.ns, NSSide: "eth0", MAC: mac}))
 		must(SyncAddresses(p.ns, "eth0", prefixes(p.addr)))
 	}
-	must(SyncAnnouncementFilter(l.node, labRouterAddrs))
+	// Forwarding first, so that a rule that drops what it must not fails
+	// the test that shows it, not the lab.
 	l.waitForwarding(t)
+	must(SyncAnnouncementFilter(l.node, labRouterAddrs, labRouterPorts))
 	return l
 }
 
+// all is every namespace on the bridge but the node.
+func (l *announceLab) all() []string { return []string{l.a, l.b, l.c, l.vm, l.upstream} }
+
 // waitForwarding waits until the bridge forwards between all its ports (a
 // port starts forwarding once the kernel has seen its carrier, which it
-// reports asynchronously): until a broadcast from router a reaches b, c and
-// the upstream, and one from the upstream reaches a.
+// reports asynchronously): until a broadcast from router a reaches all the
+// others, and one from the upstream reaches a.
 func (l *announceLab) waitForwarding(t *testing.T) {
 	t.Helper()
 	for i, from := range []string{l.a, l.upstream} {
 		probe := l.announcement(from, 1, fmt.Sprintf("10.9.1.%d", i+1)) // not in the set
 		pending := map[string]*arpSniffer{}
-		for _, ns := range []string{l.a, l.b, l.c, l.upstream} {
+		for _, ns := range l.all() {
 			if ns != from {
 				pending[ns] = sniffARP(t, ns, "eth0")
 			}
@@ -78,7 +103,11 @@ func (l *announceLab) waitForwarding(t *testing.T) {
 		deadline := time.Now().Add(eventTimeout)
 		for len(pending) > 0 {
 			if time.Now().After(deadline) {
-				t.Fatalf("bridge does not forward %v to %d ports", probe, len(pending))
+				var missing []string
+				for ns := range pending {
+					missing = append(missing, l.label(ns))
+				}
+				t.Fatalf("bridge does not forward %v to %v", probe, missing)
 			}
 			sendARP(t, from, "eth0", probe)
 			for ns, s := range pending {
@@ -86,6 +115,81 @@ func (l *announceLab) waitForwarding(t *testing.T) {
 					delete(pending, ns)
 				}
 			}
+		}
+	}
+}
+
+// request is an ARP request (op 1) that the device eth0 of namespace from
+// sends, from sender for target.
+func (l *announceLab) request(from, sender, target string) arpPacket {
+	return arpPacket{src: l.mac[from], op: 1, sender: netip.MustParseAddr(sender), target: netip.MustParseAddr(target)}
+}
+
+// arpCase is a frame sent from a namespace of the lab, the namespaces it
+// must reach (the others must not get it), and the copies the two drop
+// rules drop.
+type arpCase struct {
+	name          string
+	from          string
+	pkt           arpPacket
+	reaches       []string // not empty: the first tells when the bridge is done
+	announcements uint64   // copies dropped by rule 1
+	requests      uint64   // copies dropped by rule 3
+}
+
+// check sends tt.pkt and checks where it goes; i makes the control frame
+// unique.
+func (l *announceLab) check(t *testing.T, i int, tt arpCase) {
+	t.Helper()
+	sniffers := map[string]*arpSniffer{}
+	for _, ns := range l.all() {
+		if ns != tt.from {
+			sniffers[ns] = sniffARP(t, ns, "eth0")
+		}
+	}
+	announcementsBefore, requestsBefore := ruleDrops(t, l.node)
+	sendARP(t, tt.from, "eth0", tt.pkt)
+
+	// The bridge hands a frame to all its ports in one go: once one of
+	// them has it, every copy has been forwarded or dropped.
+	first := tt.reaches[0]
+	if _, ok := sniffers[first].waitFor(t, tt.pkt, eventTimeout); !ok {
+		t.Fatalf("%s never got %v", l.label(first), tt.pkt)
+	}
+	announcementsAfter, requestsAfter := ruleDrops(t, l.node)
+	if got := announcementsAfter - announcementsBefore; got != tt.announcements {
+		t.Errorf("announcement copies dropped = %d, want %d", got, tt.announcements)
+	}
+	if got := requestsAfter - requestsBefore; got != tt.requests {
+		t.Errorf("request copies dropped = %d, want %d", got, tt.requests)
+	}
+
+	// A namespace that must not get the frame must get a later one that no
+	// rule drops (so that its sniffer is known to work), and not the first
+	// one before it.
+	control := l.announcement(tt.from, 1, fmt.Sprintf("10.9.2.%d", i+1))
+	sent := false
+	for _, ns := range l.all() {
+		s := sniffers[ns]
+		if s == nil || ns == first {
+			continue
+		}
+		if slices.Contains(tt.reaches, ns) {
+			if _, ok := s.waitFor(t, tt.pkt, eventTimeout); !ok {
+				t.Errorf("%s never got %v", l.label(ns), tt.pkt)
+			}
+			continue
+		}
+		if !sent {
+			sendARP(t, tt.from, "eth0", control)
+			sent = true
+		}
+		seen, ok := s.waitFor(t, control, eventTimeout)
+		if !ok {
+			t.Fatalf("%s never got the control frame %v", l.label(ns), control)
+		}
+		if slices.ContainsFunc(seen, tt.pkt.equal) {
+			t.Errorf("%s got %v", l.label(ns), tt.pkt)
 		}
 	}
 }
@@ -229,9 +333,12 @@ func (s *arpSniffer) waitFor(t *testing.T, want arpPacket, d time.Duration) (bef
 	return before, false
 }
 
-// announcementRuleState returns the handle and packet counter of the drop
-// rule of AnnouncementTable in ns.
-func announcementRuleState(t *testing.T, ns string) (handle, packets uint64) {
+// nftRule is a rule of AnnouncementTable as read back.
+type nftRule struct{ handle, packets uint64 }
+
+// announcementRules returns the rules of AnnouncementTable in ns by comment
+// (and fails unless they are the three of announcementComments).
+func announcementRules(t *testing.T, ns string) map[string]nftRule {
 	t.Helper()
 	c, done, err := nftConn(ns)
 	if err != nil {
@@ -242,16 +349,46 @@ func announcementRuleState(t *testing.T, ns string) (handle, packets uint64) {
 	if err != nil {
 		t.Fatalf("rules of %s: %v", AnnouncementTable, err)
 	}
-	if len(rules) != 1 {
-		t.Fatalf("%s has %d rules, want 1", AnnouncementTable, len(rules))
+	if len(rules) != len(announcementComments) {
+		t.Fatalf("%s has %d rules, want %d", AnnouncementTable, len(rules), len(announcementComments))
 	}
-	for _, e := range rules[0].Exprs {
-		if ctr, ok := e.(*expr.Counter); ok {
-			return rules[0].Handle, ctr.Packets
+	out := map[string]nftRule{}
+	for i, r := range rules {
+		comment, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+		if comment != announcementComments[i] {
+			t.Fatalf("rule %d of %s has comment %q, want %q", i+1, AnnouncementTable, comment, announcementComments[i])
+		}
+		found := false
+		for _, e := range r.Exprs {
+			if ctr, ok := e.(*expr.Counter); ok {
+				out[comment] = nftRule{handle: r.Handle, packets: ctr.Packets}
+				found = true
+			}
+		}
+		if !found {
+			t.Fatalf("rule %q has no counter", comment)
 		}
 	}
-	t.Fatal("drop rule has no counter")
-	return 0, 0
+	return out
+}
+
+// ruleHandles returns the handles of the three rules of AnnouncementTable.
+func ruleHandles(t *testing.T, ns string) [3]uint64 {
+	t.Helper()
+	rules := announcementRules(t, ns)
+	var out [3]uint64
+	for i, c := range announcementComments {
+		out[i] = rules[c].handle
+	}
+	return out
+}
+
+// ruleDrops returns the packet counters of the two drop rules (1:
+// announcements, 3: requests) of AnnouncementTable in ns.
+func ruleDrops(t *testing.T, ns string) (announcements, requests uint64) {
+	t.Helper()
+	rules := announcementRules(t, ns)
+	return rules[announcementComment].packets, rules[requestComment].packets
 }
 
 // nftGeneration returns the nftables ruleset generation of ns: every
@@ -344,169 +481,349 @@ func mustAnnouncementAddrs(t *testing.T, ns string, want ...netip.Addr) {
 
 func TestAnnouncementFilterDropsSiblingAnnouncements(t *testing.T) {
 	l := newAnnounceLab(t)
-	tests := []struct {
-		name    string
-		from    string
-		pkt     arpPacket
-		reaches []string // routers (other than from) that get it
-		dropped uint64   // copies the rule drops
-	}{
+	tests := []arpCase{
 		{
-			name:    "router's announcement of its address reaches the uplink only",
-			from:    l.a,
-			pkt:     l.announcement(l.a, 1, "10.9.0.1"),
-			dropped: 2,
+			name:          "router's announcement of its address reaches the uplink only",
+			from:          l.a,
+			pkt:           l.announcement(l.a, 1, "10.9.0.1"),
+			reaches:       []string{l.upstream},
+			announcements: 3, // b, c and the instance: every tap port
 		},
 		{
-			name:    "announcement sent as an ARP reply is dropped too",
-			from:    l.b,
-			pkt:     l.announcement(l.b, 2, "10.9.0.2"),
-			dropped: 2,
+			name:          "announcement sent as an ARP reply is dropped too",
+			from:          l.b,
+			pkt:           l.announcement(l.b, 2, "10.9.0.2"),
+			reaches:       []string{l.upstream},
+			announcements: 3,
 		},
 		{
 			name:    "announcement of an address not in the set reaches everyone",
 			from:    l.a,
 			pkt:     l.announcement(l.a, 1, "10.9.0.77"),
-			reaches: []string{l.b, l.c},
+			reaches: []string{l.upstream, l.b, l.c, l.vm},
 		},
 		{
 			name:    "ARP request between routers (sender ≠ target) reaches everyone",
 			from:    l.a,
-			pkt:     arpPacket{src: l.mac[l.a], op: 1, sender: netip.MustParseAddr("10.9.0.1"), target: netip.MustParseAddr("10.9.0.2")},
-			reaches: []string{l.b, l.c},
+			pkt:     l.request(l.a, "10.9.0.1", "10.9.0.2"),
+			reaches: []string{l.upstream, l.b, l.c, l.vm},
 		},
 	}
 	for i, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			sniffers := map[string]*arpSniffer{}
-			for _, ns := range []string{l.a, l.b, l.c, l.upstream} {
-				if ns != tt.from {
-					sniffers[ns] = sniffARP(t, ns, "eth0")
-				}
-			}
-			_, before := announcementRuleState(t, l.node)
-			sendARP(t, tt.from, "eth0", tt.pkt)
-
-			// The bridge hands a frame to all its ports in one go: once the
-			// upstream has it, every copy has been forwarded or dropped.
-			if _, ok := sniffers[l.upstream].waitFor(t, tt.pkt, eventTimeout); !ok {
-				t.Fatalf("upstream never got %v", tt.pkt)
-			}
-			if _, after := announcementRuleState(t, l.node); after-before != tt.dropped {
-				t.Errorf("packets dropped = %d, want %d", after-before, tt.dropped)
-			}
-
-			// A router that must not get the frame must get a later one
-			// that is not filtered (so that its sniffer is known to work),
-			// and not the first one before it.
-			control := l.announcement(tt.from, 1, fmt.Sprintf("10.9.2.%d", i+1))
-			sent := false
-			for _, ns := range []string{l.a, l.b, l.c} {
-				s := sniffers[ns]
-				if s == nil {
-					continue
-				}
-				if slices.Contains(tt.reaches, ns) {
-					if _, ok := s.waitFor(t, tt.pkt, eventTimeout); !ok {
-						t.Errorf("router %s never got %v", ns, tt.pkt)
-					}
-					continue
-				}
-				if !sent {
-					sendARP(t, tt.from, "eth0", control)
-					sent = true
-				}
-				seen, ok := s.waitFor(t, control, eventTimeout)
-				if !ok {
-					t.Fatalf("router %s never got the control frame %v", ns, control)
-				}
-				if slices.ContainsFunc(seen, tt.pkt.equal) {
-					t.Errorf("router %s got %v", ns, tt.pkt)
-				}
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { l.check(t, i, tt) })
 	}
 	if _, err := exec.LookPath("nft"); err == nil {
 		t.Logf("nft list table bridge %s:\n%s", AnnouncementTable, ipCmd(t, l.node, "nft", "list", "table", "bridge", AnnouncementTable))
 	}
 }
 
+// After a mass takeover every new master ARPs for the upstream at once: the
+// router ports must not get each other's requests (N² copies), but every
+// request a router, the instance or the upstream must answer still reaches
+// it.
+func TestAnnouncementFilterKeepsRequestsForOthersFromRouterPorts(t *testing.T) {
+	l := newAnnounceLab(t)
+	tests := []arpCase{
+		{
+			name:     "router's request for the upstream reaches the upstream and the instance, not the other routers",
+			from:     l.a,
+			pkt:      l.request(l.a, "10.9.0.1", "10.9.0.254"),
+			reaches:  []string{l.upstream, l.vm},
+			requests: 2,
+		},
+		{
+			name:     "router's request for the instance reaches the instance and the upstream, not the other routers",
+			from:     l.a,
+			pkt:      l.request(l.a, "10.9.0.1", "10.9.0.50"),
+			reaches:  []string{l.vm, l.upstream},
+			requests: 2,
+		},
+		{
+			name:    "upstream's request for a router's address reaches the routers and the instance",
+			from:    l.upstream,
+			pkt:     l.request(l.upstream, "10.9.0.254", "10.9.0.2"),
+			reaches: []string{l.b, l.a, l.c, l.vm},
+		},
+		{
+			name:     "upstream's request for the instance's address reaches the instance, not the routers",
+			from:     l.upstream,
+			pkt:      l.request(l.upstream, "10.9.0.254", "10.9.0.50"),
+			reaches:  []string{l.vm},
+			requests: 3,
+		},
+		{
+			name:     "instance's request for the upstream reaches the upstream, not the routers",
+			from:     l.vm,
+			pkt:      l.request(l.vm, "10.9.0.50", "10.9.0.254"),
+			reaches:  []string{l.upstream},
+			requests: 3,
+		},
+		{
+			name:    "instance's probe for a router's address (sender 0.0.0.0) reaches the routers, which defend it",
+			from:    l.vm,
+			pkt:     l.request(l.vm, "0.0.0.0", "10.9.0.3"),
+			reaches: []string{l.c, l.a, l.b, l.upstream},
+		},
+		{
+			// keepalived moving a VIP to this instance: the routers must
+			// learn its new MAC.
+			name:    "instance's announcement of a VIP (request, sender = target) reaches the routers",
+			from:    l.vm,
+			pkt:     l.announcement(l.vm, 1, "10.9.0.60"),
+			reaches: []string{l.a, l.b, l.c, l.upstream},
+		},
+		{
+			name:    "upstream's announcement reaches the routers",
+			from:    l.upstream,
+			pkt:     l.announcement(l.upstream, 1, "10.9.0.254"),
+			reaches: []string{l.a, l.b, l.c, l.vm},
+		},
+		{
+			name:     "request whose sender and target differ in the last byte only is dropped toward routers",
+			from:     l.upstream,
+			pkt:      l.request(l.upstream, "10.9.0.254", "10.9.0.250"),
+			reaches:  []string{l.vm},
+			requests: 3,
+		},
+		{
+			name:     "request whose sender and target differ in the first byte only is dropped toward routers",
+			from:     l.upstream,
+			pkt:      l.request(l.upstream, "11.9.0.254", "10.9.0.254"),
+			reaches:  []string{l.vm},
+			requests: 3,
+		},
+		{
+			name:    "broadcast ARP reply (not a request) reaches everyone",
+			from:    l.upstream,
+			pkt:     arpPacket{src: l.mac[l.upstream], op: 2, sender: netip.MustParseAddr("10.9.0.254"), target: netip.MustParseAddr("10.9.0.1")},
+			reaches: []string{l.a, l.b, l.c, l.vm},
+		},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { l.check(t, 100+i, tt) })
+	}
+}
+
 func TestAnnouncementFilterKeepsOrdinaryARP(t *testing.T) {
 	l := newAnnounceLab(t)
-	_, before := announcementRuleState(t, l.node)
+	announcementsBefore, _ := ruleDrops(t, l.node)
+	// requestsDropped runs fn and checks that rule 3 dropped no fewer than least
+	// request copies meanwhile.
+	requestsDropped := func(t *testing.T, least uint64, fn func()) {
+		t.Helper()
+		_, before := ruleDrops(t, l.node)
+		fn()
+		if _, after := ruleDrops(t, l.node); after-before < least {
+			t.Errorf("request copies dropped = %d, want at least %d", after-before, least)
+		}
+	}
 
-	// The routers have no neighbour entries yet: each exchange starts with
-	// an ARP request (sender ≠ target, broadcast to all tap ports) and its
-	// unicast reply toward tapa.
+	// Nobody has neighbour entries yet: each exchange starts with an ARP
+	// request (sender ≠ target, broadcast to all ports) and its unicast
+	// reply.
 	fromA := listenUDP(t, l.a, 0)
+	fromUp := listenUDP(t, l.upstream, 0)
+	fromVM := listenUDP(t, l.vm, 0)
 	t.Run("router reaches a sibling router", func(t *testing.T) {
 		got := exchange(t, fromA, "10.9.0.2:7101", listenUDP(t, l.b, 7101), "a to b")
 		mustEqual(t, "source seen by b", got.String(), "10.9.0.1")
 	})
 	t.Run("router reaches the upstream", func(t *testing.T) {
-		got := exchange(t, fromA, "10.9.0.254:7102", listenUDP(t, l.upstream, 7102), "a to upstream")
-		mustEqual(t, "source seen by the upstream", got.String(), "10.9.0.1")
+		requestsDropped(t, 2, func() { // a's request, not to b and c
+			got := exchange(t, fromA, "10.9.0.254:7102", listenUDP(t, l.upstream, 7102), "a to upstream")
+			mustEqual(t, "source seen by the upstream", got.String(), "10.9.0.1")
+		})
 	})
-	t.Run("upstream's announcement reaches every router", func(t *testing.T) {
+	t.Run("router reaches the instance", func(t *testing.T) {
+		requestsDropped(t, 2, func() {
+			got := exchange(t, fromA, "10.9.0.50:7103", listenUDP(t, l.vm, 7103), "a to instance")
+			mustEqual(t, "source seen by the instance", got.String(), "10.9.0.1")
+		})
+	})
+	t.Run("upstream reaches a router", func(t *testing.T) {
+		got := exchange(t, fromUp, "10.9.0.2:7104", listenUDP(t, l.b, 7104), "upstream to b")
+		mustEqual(t, "source seen by b", got.String(), "10.9.0.254")
+	})
+	t.Run("instance reaches the upstream and a router", func(t *testing.T) {
+		requestsDropped(t, 3, func() { // the instance's request, not to a, b and c
+			got := exchange(t, fromVM, "10.9.0.254:7105", listenUDP(t, l.upstream, 7105), "instance to upstream")
+			mustEqual(t, "source seen by the upstream", got.String(), "10.9.0.50")
+		})
+		got := exchange(t, fromVM, "10.9.0.3:7106", listenUDP(t, l.c, 7106), "instance to c")
+		mustEqual(t, "source seen by c", got.String(), "10.9.0.50")
+	})
+	t.Run("upstream's announcement reaches every router and the instance", func(t *testing.T) {
 		sniffers := map[string]*arpSniffer{}
-		for _, ns := range []string{l.a, l.b, l.c} {
+		for _, ns := range []string{l.a, l.b, l.c, l.vm} {
 			sniffers[ns] = sniffARP(t, ns, "eth0")
 		}
 		garp := l.announcement(l.upstream, 1, "10.9.0.254")
 		sendARP(t, l.upstream, "eth0", garp)
 		for ns, s := range sniffers {
 			if _, ok := s.waitFor(t, garp, eventTimeout); !ok {
-				t.Errorf("router %s never got %v", ns, garp)
+				t.Errorf("%s never got %v", l.label(ns), garp)
 			}
 		}
 	})
-	_, after := announcementRuleState(t, l.node)
-	mustEqual(t, "packets dropped", after-before, 0)
+	t.Run("instance's announcement updates a router's neighbour entry", func(t *testing.T) {
+		// keepalived in instances moves a VIP from one to another and
+		// announces it: a router that knew the old MAC must learn the new
+		// one (a request for an address that is not a router's, but
+		// gratuitous).
+		ipCmd(t, l.a, "ip", "neigh", "replace", "10.9.0.60", "lladdr", "fa:16:3e:00:09:61", "dev", "eth0", "nud", "stale")
+		h := nsHandle(t, l.a)
+		subErrs := newSubErrors()
+		ch := make(chan netlink.NeighUpdate, 64)
+		done := make(chan struct{})
+		defer close(done)
+		if err := netlink.NeighSubscribeWithOptions(ch, done, netlink.NeighSubscribeOptions{Namespace: &h, ErrorCallback: subErrs.record}); err != nil {
+			t.Fatal(err)
+		}
+		garp := l.announcement(l.vm, 1, "10.9.0.60")
+		sendARP(t, l.vm, "eth0", garp)
+		timeout := time.After(eventTimeout)
+		for {
+			select {
+			case u, ok := <-ch:
+				if !ok {
+					t.Fatal("neigh subscription closed")
+				}
+				if u.IP.Equal(net.ParseIP("10.9.0.60")) && slices.Equal(u.HardwareAddr, l.mac[l.vm]) {
+					subErrs.check(t)
+					return
+				}
+			case <-timeout:
+				t.Fatalf("router a's neighbour entry for 10.9.0.60 is %v, want %v", neighMAC(t, l.a, "eth0", "10.9.0.60"), l.mac[l.vm])
+			}
+		}
+	})
+	announcementsAfter, _ := ruleDrops(t, l.node)
+	mustEqual(t, "announcement copies dropped", announcementsAfter-announcementsBefore, 0)
+}
+
+// neighMAC returns the link-layer address of ns's neighbour entry for addr
+// on dev (nil if none).
+func neighMAC(t *testing.T, ns, dev, addr string) net.HardwareAddr {
+	t.Helper()
+	idx := link(t, ns, dev).Attrs().Index
+	var mac net.HardwareAddr
+	inNS(t, ns, func(h *netlink.Handle) error {
+		neighs, err := h.NeighList(idx, unix.AF_INET)
+		for _, n := range neighs {
+			if n.IP.String() == addr {
+				mac = n.HardwareAddr
+			}
+		}
+		return err
+	})
+	return mac
+}
+
+func mustAnnouncementPorts(t *testing.T, ns string, want ...string) {
+	t.Helper()
+	got, err := AnnouncementFilterPorts(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("AnnouncementFilterPorts = %v, want %v", got, want)
+	}
 }
 
 func TestSyncAnnouncementFilterIsIdempotentAndUpdatesInPlace(t *testing.T) {
 	ns := newNS(t)
-	// Unsorted, a duplicate, IPv6 (ignored) and IPv4-mapped IPv6.
-	if err := SyncAnnouncementFilter(ns, addrs("10.9.0.3", "10.9.0.1", "2001:db8::1", "10.9.0.1", "::ffff:10.9.0.2")); err != nil {
+	// Unsorted, a duplicate, IPv6 (ignored) and IPv4-mapped IPv6; ports
+	// unsorted, a duplicate.
+	if err := SyncAnnouncementFilter(ns, addrs("10.9.0.3", "10.9.0.1", "2001:db8::1", "10.9.0.1", "::ffff:10.9.0.2"), []string{"tapc", "tapa", "tapb", "tapa"}); err != nil {
 		t.Fatal(err)
 	}
 	mustAnnouncementAddrs(t, ns, labRouterAddrs...)
+	mustAnnouncementPorts(t, ns, labRouterPorts...)
 	table := announcementTableHandle(t, ns)
-	rule, _ := announcementRuleState(t, ns)
-	sameTableAndRule := func(t *testing.T) {
+	rules := ruleHandles(t, ns)
+	sameTableAndRules := func(t *testing.T) {
 		t.Helper()
 		mustEqual(t, "table handle", announcementTableHandle(t, ns), table)
-		h, _ := announcementRuleState(t, ns)
-		mustEqual(t, "rule handle", h, rule)
+		mustEqual(t, "rule handles", ruleHandles(t, ns), rules)
 	}
 
-	t.Run("same addresses again write nothing", func(t *testing.T) {
+	t.Run("same addresses and ports again write nothing", func(t *testing.T) {
 		gen := nftGeneration(t, ns)
-		if err := SyncAnnouncementFilter(ns, addrs("10.9.0.2", "10.9.0.3", "10.9.0.1")); err != nil {
+		if err := SyncAnnouncementFilter(ns, addrs("10.9.0.2", "10.9.0.3", "10.9.0.1"), []string{"tapb", "tapc", "tapa"}); err != nil {
 			t.Fatal(err)
 		}
 		mustEqual(t, "nftables generation", nftGeneration(t, ns), gen)
-		sameTableAndRule(t)
+		sameTableAndRules(t)
 	})
 	t.Run("other addresses change the set in place, in one transaction", func(t *testing.T) {
 		gen := nftGeneration(t, ns)
 		want := addrs("10.9.0.2", "10.9.0.3", "10.9.0.4", "10.9.0.5")
-		if err := SyncAnnouncementFilter(ns, want); err != nil {
+		if err := SyncAnnouncementFilter(ns, want, labRouterPorts); err != nil {
 			t.Fatal(err)
 		}
 		mustEqual(t, "nftables generation", nftGeneration(t, ns), gen+1)
 		mustAnnouncementAddrs(t, ns, want...)
-		sameTableAndRule(t)
+		mustAnnouncementPorts(t, ns, labRouterPorts...)
+		sameTableAndRules(t)
 	})
-	t.Run("nft reads the table back as the intended rule", func(t *testing.T) {
+	t.Run("other ports change router_ports in place, in one transaction", func(t *testing.T) {
+		gen := nftGeneration(t, ns)
+		want := []string{"tapb", "tapc", "tapd"}
+		if err := SyncAnnouncementFilter(ns, addrs("10.9.0.2", "10.9.0.3", "10.9.0.4", "10.9.0.5"), want); err != nil {
+			t.Fatal(err)
+		}
+		mustEqual(t, "nftables generation", nftGeneration(t, ns), gen+1)
+		mustAnnouncementPorts(t, ns, want...)
+		mustAnnouncementAddrs(t, ns, addrs("10.9.0.2", "10.9.0.3", "10.9.0.4", "10.9.0.5")...)
+		sameTableAndRules(t)
+	})
+	t.Run("addresses and ports together, in one transaction", func(t *testing.T) {
+		gen := nftGeneration(t, ns)
+		if err := SyncAnnouncementFilter(ns, labRouterAddrs, labRouterPorts); err != nil {
+			t.Fatal(err)
+		}
+		mustEqual(t, "nftables generation", nftGeneration(t, ns), gen+1)
+		mustAnnouncementAddrs(t, ns, labRouterAddrs...)
+		mustAnnouncementPorts(t, ns, labRouterPorts...)
+		sameTableAndRules(t)
+	})
+	t.Run("no router ports empty the set, the rules stay", func(t *testing.T) {
+		if err := SyncAnnouncementFilter(ns, labRouterAddrs, nil); err != nil {
+			t.Fatal(err)
+		}
+		mustAnnouncementPorts(t, ns)
+		sameTableAndRules(t)
+		if err := SyncAnnouncementFilter(ns, labRouterAddrs, labRouterPorts); err != nil {
+			t.Fatal(err)
+		}
+		mustAnnouncementPorts(t, ns, labRouterPorts...)
+	})
+	t.Run("a port that is not an interface name is an error, and nothing changes", func(t *testing.T) {
+		gen := nftGeneration(t, ns)
+		for _, bad := range []string{"", "tap0123456789abc", "tap\x00a", "tap/a"} {
+			if err := SyncAnnouncementFilter(ns, addrs("10.9.0.7"), []string{"tapa", bad}); err == nil {
+				t.Errorf("router port %q accepted", bad)
+			}
+		}
+		mustEqual(t, "nftables generation", nftGeneration(t, ns), gen)
+		mustAnnouncementAddrs(t, ns, labRouterAddrs...)
+	})
+	t.Run("nft reads the table back as the intended rules", func(t *testing.T) {
 		requireTool(t, "nft", "nftables")
 		out := ipCmd(t, ns, "nft", "list", "table", "bridge", AnnouncementTable)
 		t.Logf("nft list table bridge %s:\n%s", AnnouncementTable, out)
 		for _, want := range []string{
 			"type ipv4_addr . ipv4_addr",
 			"10.9.0.2 . 10.9.0.2",
+			"type ifname",
+			`elements = { "tapa",`,
+			"type nf_proto . nf_proto",
+			"flags constant",
+			"17 . 17,", // one of the 256
 			"type filter hook forward priority filter; policy accept;",
 			`oifname "tap*" arp htype 1 arp ptype ip arp hlen 6 arp plen 4 arp saddr ip . arp daddr ip @announced counter packets 0 bytes 0 drop comment "` + announcementComment + `"`,
+			`arp htype 1 arp ptype ip arp hlen 6 arp plen 4 arp operation request @nh,136,8 . @nh,216,8 @equal_bytes @nh,128,8 . @nh,208,8 @equal_bytes @nh,120,8 . @nh,200,8 @equal_bytes @nh,112,8 . @nh,192,8 @equal_bytes counter packets 0 bytes 0 accept comment "` + garpComment + `"`,
+			`arp htype 1 arp ptype ip arp hlen 6 arp plen 4 arp operation request oifname @router_ports arp daddr ip . arp daddr ip != @announced counter packets 0 bytes 0 drop comment "` + requestComment + `"`,
 		} {
 			if !strings.Contains(out, want) {
 				t.Errorf("nft list table lacks %q", want)
@@ -515,46 +832,121 @@ func TestSyncAnnouncementFilterIsIdempotentAndUpdatesInPlace(t *testing.T) {
 	})
 	t.Run("thousands of addresses: set rebuilt bigger once, then changed in place", func(t *testing.T) {
 		many := addrRange("10.20.0.1", 5000)
-		if err := SyncAnnouncementFilter(ns, many); err != nil {
+		if err := SyncAnnouncementFilter(ns, many, labRouterPorts); err != nil {
 			t.Fatal(err)
 		}
 		mustAnnouncementAddrs(t, ns, many...)
+		mustAnnouncementPorts(t, ns, labRouterPorts...)
 		grown := announcementTableHandle(t, ns)
 		if grown == table {
 			t.Error("table not rebuilt: 5000 addresses fit the set made for 3?")
 		}
 		gen := nftGeneration(t, ns)
 		start := time.Now()
-		if err := SyncAnnouncementFilter(ns, many); err != nil {
+		if err := SyncAnnouncementFilter(ns, many, labRouterPorts); err != nil {
 			t.Fatal(err)
 		}
 		t.Logf("sync of %d addresses, unchanged: %v", len(many), time.Since(start))
 		mustEqual(t, "nftables generation", nftGeneration(t, ns), gen)
-		if err := SyncAnnouncementFilter(ns, labRouterAddrs); err != nil {
+		if err := SyncAnnouncementFilter(ns, labRouterAddrs, labRouterPorts); err != nil {
 			t.Fatal(err)
 		}
 		mustAnnouncementAddrs(t, ns, labRouterAddrs...)
 		mustEqual(t, "table handle after shrinking the set", announcementTableHandle(t, ns), grown)
 	})
+	t.Run("thousands of ports: set rebuilt bigger once, then changed in place", func(t *testing.T) {
+		before := announcementTableHandle(t, ns)
+		many := portRange("tap", 5000)
+		if err := SyncAnnouncementFilter(ns, labRouterAddrs, many); err != nil {
+			t.Fatal(err)
+		}
+		mustAnnouncementPorts(t, ns, many...)
+		mustAnnouncementAddrs(t, ns, labRouterAddrs...)
+		grown := announcementTableHandle(t, ns)
+		if grown == before {
+			t.Error("table not rebuilt: 5000 ports fit the set made for 3?")
+		}
+		gen := nftGeneration(t, ns)
+		start := time.Now()
+		if err := SyncAnnouncementFilter(ns, labRouterAddrs, many); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("sync of %d ports, unchanged: %v", len(many), time.Since(start))
+		mustEqual(t, "nftables generation", nftGeneration(t, ns), gen)
+		// 4999 deletions: three batches of at most 2048.
+		if err := SyncAnnouncementFilter(ns, labRouterAddrs, many[:1]); err != nil {
+			t.Fatal(err)
+		}
+		mustEqual(t, "nftables generation", nftGeneration(t, ns), gen+3)
+		mustAnnouncementPorts(t, ns, many[:1]...)
+		mustEqual(t, "table handle after shrinking the set", announcementTableHandle(t, ns), grown)
+	})
 	t.Run("a tampered table is rebuilt", func(t *testing.T) {
 		requireTool(t, "nft", "nftables")
 		ipCmd(t, ns, "nft", "flush", "chain", "bridge", AnnouncementTable, announcementChain)
-		if err := SyncAnnouncementFilter(ns, labRouterAddrs); err != nil {
+		if err := SyncAnnouncementFilter(ns, labRouterAddrs, labRouterPorts); err != nil {
 			t.Fatal(err)
 		}
-		announcementRuleState(t, ns) // one rule again
+		ruleHandles(t, ns) // the three rules again
 		mustAnnouncementAddrs(t, ns, labRouterAddrs...)
+		mustAnnouncementPorts(t, ns, labRouterPorts...)
 		gen := nftGeneration(t, ns)
-		if err := SyncAnnouncementFilter(ns, labRouterAddrs); err != nil {
+		if err := SyncAnnouncementFilter(ns, labRouterAddrs, labRouterPorts); err != nil {
 			t.Fatal(err)
 		}
 		mustEqual(t, "nftables generation after repair and sync", nftGeneration(t, ns), gen)
 	})
+	t.Run("the table of the previous version (one rule, one set) is replaced", func(t *testing.T) {
+		if err := RemoveAnnouncementFilter(ns); err != nil {
+			t.Fatal(err)
+		}
+		// As the previous version built it: the set announced and rule 1.
+		c, done, err := nftConn(ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer done()
+		c.AddTable(announcementTableRef)
+		set := announcementSetRef(announcementSetSize(len(labRouterAddrs)))
+		keys := announcementKeys(labRouterAddrs)
+		if err := c.AddSet(set, elements(sortedKeys(keys))); err != nil {
+			t.Fatal(err)
+		}
+		policy := nftables.ChainPolicyAccept
+		ch := c.AddChain(&nftables.Chain{
+			Name: announcementChain, Table: announcementTableRef, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityRef(announcementPriority), Policy: &policy,
+		})
+		c.AddRule(&nftables.Rule{
+			Table: announcementTableRef, Chain: ch, Exprs: announcementRule(set),
+			UserData: userdata.AppendString(nil, userdata.TypeComment, announcementComment),
+		})
+		if err := c.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		old := announcementTableHandle(t, ns)
+		mustAnnouncementAddrs(t, ns, labRouterAddrs...)
+		mustAnnouncementPorts(t, ns)
+		if err := SyncAnnouncementFilter(ns, labRouterAddrs, labRouterPorts); err != nil {
+			t.Fatal(err)
+		}
+		if announcementTableHandle(t, ns) == old {
+			t.Error("table of the previous version kept")
+		}
+		ruleHandles(t, ns) // the three rules
+		mustAnnouncementPorts(t, ns, labRouterPorts...)
+		gen := nftGeneration(t, ns)
+		if err := SyncAnnouncementFilter(ns, labRouterAddrs, labRouterPorts); err != nil {
+			t.Fatal(err)
+		}
+		mustEqual(t, "nftables generation after replacing and sync", nftGeneration(t, ns), gen)
+	})
 	t.Run("no IPv4 address removes the table", func(t *testing.T) {
-		if err := SyncAnnouncementFilter(ns, addrs("2001:db8::1")); err != nil {
+		if err := SyncAnnouncementFilter(ns, addrs("2001:db8::1"), labRouterPorts); err != nil {
 			t.Fatal(err)
 		}
 		mustAnnouncementAddrs(t, ns)
+		mustAnnouncementPorts(t, ns)
 		c, done, err := nftConn(ns)
 		if err != nil {
 			t.Fatal(err)
@@ -564,13 +956,13 @@ func TestSyncAnnouncementFilterIsIdempotentAndUpdatesInPlace(t *testing.T) {
 			t.Fatalf("table exists = %v, %v", exists, err)
 		}
 		gen := nftGeneration(t, ns)
-		if err := SyncAnnouncementFilter(ns, nil); err != nil {
+		if err := SyncAnnouncementFilter(ns, nil, labRouterPorts); err != nil {
 			t.Fatal(err)
 		}
 		mustEqual(t, "nftables generation", nftGeneration(t, ns), gen)
 	})
 	t.Run("RemoveAnnouncementFilter twice", func(t *testing.T) {
-		if err := SyncAnnouncementFilter(ns, labRouterAddrs); err != nil {
+		if err := SyncAnnouncementFilter(ns, labRouterAddrs, labRouterPorts); err != nil {
 			t.Fatal(err)
 		}
 		for i := range 2 {
@@ -583,6 +975,7 @@ func TestSyncAnnouncementFilterIsIdempotentAndUpdatesInPlace(t *testing.T) {
 			}
 		}
 		mustAnnouncementAddrs(t, ns)
+		mustAnnouncementPorts(t, ns)
 	})
 }
 
@@ -593,8 +986,9 @@ func TestSyncAnnouncementFilterIsIdempotentAndUpdatesInPlace(t *testing.T) {
 func TestAnnouncementFilterReadsLargeChangesBackExactly(t *testing.T) {
 	ns := newNS(t)
 	for round := range 10 {
-		for _, want := range [][]netip.Addr{addrRange("10.20.0.1", 4000), addrRange("10.30.0.1", 4000), addrRange("10.30.0.1", 10)} {
-			if err := SyncAnnouncementFilter(ns, want); err != nil {
+		for i, want := range [][]netip.Addr{addrRange("10.20.0.1", 4000), addrRange("10.30.0.1", 4000), addrRange("10.30.0.1", 10)} {
+			wantPorts := [][]string{portRange("tapx", 4000), portRange("tapy", 4000), portRange("tapy", 10)}[i]
+			if err := SyncAnnouncementFilter(ns, want, wantPorts); err != nil {
 				t.Fatal(err)
 			}
 			got, err := AnnouncementFilterAddrs(ns)
@@ -604,8 +998,24 @@ func TestAnnouncementFilterReadsLargeChangesBackExactly(t *testing.T) {
 			if !slices.Equal(got, want) {
 				t.Fatalf("round %d: read back %d addresses right after syncing %d", round, len(got), len(want))
 			}
+			gotPorts, err := AnnouncementFilterPorts(ns)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(gotPorts, wantPorts) {
+				t.Fatalf("round %d: read back %d ports right after syncing %d", round, len(gotPorts), len(wantPorts))
+			}
 		}
 	}
+}
+
+// portRange returns n interface names: prefix and a 5-digit number, sorted.
+func portRange(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s%05d", prefix, i)
+	}
+	return out
 }
 
 // addrRange returns n consecutive addresses from start.
