@@ -202,7 +202,15 @@ func newLabBenchCompareCommand(common *labFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "compare",
 		Short: "Run the failover benchmark for every N and driver configuration, and the converge benchmark; write results.json and failover.svg",
-		Args:  cobra.NoArgs,
+		Long: `Run the failover benchmark for every N and driver configuration, then the
+converge benchmark, each in a lab of its own, and write results.json (after
+every case) and failover.svg (failover time against N, both axes log).
+
+A case whose system does not get somewhere in time (all routers reporting a
+VRRP state, say) is a result: it is recorded with its error in
+results.json and the tables, and the run goes on and succeeds. Anything
+else that fails (the lab itself) makes the run fail.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cmd.SilenceUsage = true
 			ctx, stop := signalContext(cmd)

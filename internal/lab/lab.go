@@ -310,6 +310,11 @@ func exited(p Process) error {
 	return errors.New(msg)
 }
 
+// ErrWaitTimedOut is what waitFor's error wraps when the timeout passed:
+// the system under test did not get there in time (as opposed to an error
+// of the lab itself).
+var ErrWaitTimedOut = errors.New("timed out")
+
 // waitFor polls cond until it is true, it fails, ctx ends or timeout passes.
 func waitFor(ctx context.Context, timeout time.Duration, what string, cond func() (bool, error)) error {
 	deadline := time.Now().Add(timeout)
@@ -322,7 +327,7 @@ func waitFor(ctx context.Context, timeout time.Duration, what string, cond func(
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("timed out after %s waiting for %s", timeout, what)
+			return fmt.Errorf("%w after %s waiting for %s", ErrWaitTimedOut, timeout, what)
 		}
 		select {
 		case <-ctx.Done():
