@@ -310,10 +310,20 @@ func exited(p Process) error {
 	return errors.New(msg)
 }
 
-// ErrWaitTimedOut is what waitFor's error wraps when the timeout passed:
-// the system under test did not get there in time (as opposed to an error
-// of the lab itself).
-var ErrWaitTimedOut = errors.New("timed out")
+// ErrNotSettled is what an error says it is (errors.Is) when the system
+// under test did not get where the lab waited for it — in time (waitFor's
+// timeout), or after retries — as opposed to an error of the lab itself.
+var ErrNotSettled = errors.New("the system under test did not settle")
+
+// notSettled is an ErrNotSettled with its own message.
+type notSettled struct{ msg string }
+
+func (e notSettled) Error() string        { return e.msg }
+func (e notSettled) Is(target error) bool { return target == ErrNotSettled }
+
+func notSettledf(format string, args ...any) error {
+	return notSettled{msg: fmt.Sprintf(format, args...)}
+}
 
 // waitFor polls cond until it is true, it fails, ctx ends or timeout passes.
 func waitFor(ctx context.Context, timeout time.Duration, what string, cond func() (bool, error)) error {
@@ -327,7 +337,7 @@ func waitFor(ctx context.Context, timeout time.Duration, what string, cond func(
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%w after %s waiting for %s", ErrWaitTimedOut, timeout, what)
+			return notSettledf("timed out after %s waiting for %s", timeout, what)
 		}
 		select {
 		case <-ctx.Done():

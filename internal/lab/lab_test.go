@@ -3,6 +3,8 @@ package lab
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -445,5 +447,25 @@ func TestCleanDirRemovesOnlyTheLabsFiles(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("empty lab directory not removed: %v", err)
+	}
+}
+
+// A case of the comparison whose system under test does not settle is a
+// result; anything else fails the run.
+func TestCaseErrorKeepsNotSettledAsAResult(t *testing.T) {
+	quiet := func(string, ...any) {}
+	for _, tt := range []struct {
+		name string
+		err  error
+		fail bool
+	}{
+		{"wait timed out", waitFor(t.Context(), 0, "never", func() (bool, error) { return false, nil }), false},
+		{"wrapped", fmt.Errorf("failover 500 routers: %w", notSettledf("78 router(s) not mastered")), false},
+		{"lab error", errors.New("creating namespaces: permission denied"), true},
+		{"cond error", waitFor(t.Context(), time.Second, "x", func() (bool, error) { return false, errors.New("boom") }), true},
+	} {
+		if got := caseError(quiet, tt.err); (got != nil) != tt.fail {
+			t.Errorf("%s: caseError(%v) = %v, want failure %v", tt.name, tt.err, got, tt.fail)
+		}
 	}
 }
