@@ -35,14 +35,14 @@ type LogLogPlot struct {
 	XLabel, YLabel  string
 	Series          []PlotSeries
 	Refs            []PlotRef
-	// Width and Height in pixels (default 900 × 560).
+	// Width and Height in pixels (default 930 × 560).
 	Width, Height int
 }
 
 // Plot geometry (pixels).
 const (
 	plotMarginLeft   = 80
-	plotMarginRight  = 260 // legend
+	plotMarginRight  = 290 // legend
 	plotMarginTop    = 64
 	plotMarginBottom = 64
 )
@@ -96,7 +96,7 @@ func (s logScale) at(v float64) float64 {
 func (p LogLogPlot) WriteSVG(w io.Writer) error {
 	width, height := p.Width, p.Height
 	if width == 0 {
-		width = 900
+		width = 930
 	}
 	if height == 0 {
 		height = 560
