@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -119,19 +120,10 @@ SIGTERM: its masters resign).`,
 				Routers: f.routers, Fault: fault, ProbeRate: probeRate, Timeout: timeout, Settle: settle,
 				Keep: f.keep, ProfileDir: f.profile, ProfileSeconds: f.profSecs,
 			})
-			if res != nil {
-				if err != nil {
-					res.Error = err.Error()
-				}
-				var werr error
-				if wantJSON(cmd, f.asJSON) {
-					werr = res.WriteJSON(cmd.OutOrStdout())
-				} else {
-					werr = res.WriteTable(cmd.OutOrStdout())
-				}
-				err = errors.Join(err, werr)
+			if res == nil {
+				return err
 			}
-			return err
+			return writeBenchResult(cmd, f.asJSON, res, &res.Error, err)
 		},
 	}
 	fs := cmd.Flags()
@@ -170,19 +162,10 @@ same summed over the node's keepalived processes), and their CPU use over
 				Routers: f.routers, Timeout: timeout, IdleWindow: idle,
 				Keep: f.keep, ProfileDir: f.profile, ProfileSeconds: f.profSecs,
 			})
-			if res != nil {
-				if err != nil {
-					res.Error = err.Error()
-				}
-				var werr error
-				if wantJSON(cmd, f.asJSON) {
-					werr = res.WriteJSON(cmd.OutOrStdout())
-				} else {
-					werr = res.WriteTable(cmd.OutOrStdout())
-				}
-				err = errors.Join(err, werr)
+			if res == nil {
+				return err
 			}
-			return err
+			return writeBenchResult(cmd, f.asJSON, res, &res.Error, err)
 		},
 	}
 	fs := cmd.Flags()
@@ -282,4 +265,26 @@ func newLabBenchPlotCommand() *cobra.Command {
 	cmd.Flags().StringVar(&in, "in", "bench/results.json", "results file")
 	cmd.Flags().StringVar(&out, "out", "bench/failover.svg", "SVG to write")
 	return cmd
+}
+
+// benchResult is what `lab bench failover` and `converge` print.
+type benchResult interface {
+	WriteJSON(io.Writer) error
+	WriteTable(io.Writer) error
+}
+
+// writeBenchResult records the benchmark's error err in the result (its
+// field errField) and prints the result as JSON or a table; it returns err
+// joined with any error printing it.
+func writeBenchResult(cmd *cobra.Command, asJSON bool, res benchResult, errField *string, err error) error {
+	if err != nil {
+		*errField = err.Error()
+	}
+	var werr error
+	if wantJSON(cmd, asJSON) {
+		werr = res.WriteJSON(cmd.OutOrStdout())
+	} else {
+		werr = res.WriteTable(cmd.OutOrStdout())
+	}
+	return errors.Join(err, werr)
 }

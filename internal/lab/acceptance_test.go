@@ -648,46 +648,7 @@ func TestAcceptanceHARouter(t *testing.T) {
 	})
 
 	t.Run("AgentRestartOnMaster", func(t *testing.T) {
-		master := l.waitSettled(t, s.routerID, base(), 60*time.Second)
-		reportsBefore := l.haReports(s.routerID)
-		s.o.Fault, s.o.Timeout, s.o.Settle = FaultAgentRestart, 8*time.Second, time.Second
-		w := l.watchMaster(s.routerID, master)
-		res, err := s.measure(t.Context())
-		bad := w.finish()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("agent restart on %s: %s; kernel changes %d, API failover %v, pings sent %d lost %d, longest gap %.3f s",
-			master, res.FaultDetail, res.KernelChanges, deref(res.APIFailoverSeconds), res.PingsSent, res.PingsLost, res.LongestGapSeconds)
-		if res.MasterBefore != master || res.MasterAfter != master || res.FailoverSeconds != nil || res.KernelChanges != 0 {
-			t.Errorf("transition on agent restart: master %s → %s, failover %v s, %d kernel changes", res.MasterBefore, res.MasterAfter, deref(res.FailoverSeconds), res.KernelChanges)
-		}
-		if len(bad) > 0 {
-			t.Errorf("the master's VIP moved during the restart: %v", bad)
-		}
-		if res.APIFailoverSeconds != nil || res.APIMasterAfter != master {
-			t.Errorf("API: active %s after the restart (another host active after %v s)", res.APIMasterAfter, deref(res.APIFailoverSeconds))
-		}
-		if res.PingsLost != 0 || res.PingsSent == 0 || !res.PingsResumed {
-			t.Errorf("pings: %d sent, %d lost (resumed %v)", res.PingsSent, res.PingsLost, res.PingsResumed)
-		}
-		// The agents reported no change: the restarted one reported the
-		// state it adopted (active), the other nothing.
-		after := l.haReports(s.routerID)
-		for _, n := range networkNodes() {
-			for _, line := range after[n][len(reportsBefore[n]):] {
-				if n != master || !strings.Contains(line, "state=active") {
-					t.Errorf("%s reported a change: %s", n, line)
-				}
-			}
-		}
-		// The restarted agent is up and reports the master again.
-		if err := waitFor(t.Context(), 30*time.Second, "the restarted agent to report", func() (bool, error) {
-			v, err := l.view(t.Context(), s.routerID)
-			return err == nil && v.APIAlive[master] && v.APIStates[master] == "active" && slices.Equal(v.APIActive, []string{master}), nil
-		}); err != nil {
-			t.Error(err)
-		}
+		master, _ := l.restartMasterAgentUnnoticed(t, s, base(), 8*time.Second)
 		if m := l.waitSettled(t, s.routerID, base(), 10*time.Second); m != master {
 			t.Errorf("master %s after the restart, want %s", m, master)
 		}
@@ -1306,4 +1267,52 @@ func procKB(pid int, file, key string) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("/proc/%d/%s: no %s", pid, file, key)
+}
+
+// restartMasterAgentUnnoticed restarts the agent of the router's master
+// (FaultAgentRestart, measured; timeout bounds the measurement) and checks
+// that nothing noticed: the master kept its addresses and is still the
+// master in the kernel and the API, no ping was lost, no agent reported a
+// change (the restarted one reports the state it adopted, active), and the
+// restarted agent is alive and reports the master again.
+func (l *accLab) restartMasterAgentUnnoticed(t *testing.T, s *scenario, addrs []string, timeout time.Duration) (string, *Result) {
+	t.Helper()
+	master := l.waitSettled(t, s.routerID, addrs, 60*time.Second)
+	reportsBefore := l.haReports(s.routerID)
+	s.o.Fault, s.o.Timeout, s.o.Settle = FaultAgentRestart, timeout, time.Second
+	w := l.watchMaster(s.routerID, master)
+	res, err := s.measure(t.Context())
+	bad := w.finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("agent restart on %s: %s; kernel changes %d, API failover %v, pings sent %d lost %d, longest gap %.3f s",
+		master, res.FaultDetail, res.KernelChanges, deref(res.APIFailoverSeconds), res.PingsSent, res.PingsLost, res.LongestGapSeconds)
+	if res.MasterBefore != master || res.MasterAfter != master || res.FailoverSeconds != nil || res.KernelChanges != 0 {
+		t.Errorf("transition on agent restart: master %s → %s, failover %v s, %d kernel changes", res.MasterBefore, res.MasterAfter, deref(res.FailoverSeconds), res.KernelChanges)
+	}
+	if len(bad) > 0 {
+		t.Errorf("the master's VIP moved during the restart: %v", bad)
+	}
+	if res.APIFailoverSeconds != nil || res.APIMasterAfter != master {
+		t.Errorf("API: active %s after the restart (another host active after %v s)", res.APIMasterAfter, deref(res.APIFailoverSeconds))
+	}
+	if res.PingsLost != 0 || res.PingsSent == 0 || !res.PingsResumed {
+		t.Errorf("pings: %d sent, %d lost (resumed %v), want none lost", res.PingsSent, res.PingsLost, res.PingsResumed)
+	}
+	after := l.haReports(s.routerID)
+	for _, n := range networkNodes() {
+		for _, line := range after[n][len(reportsBefore[n]):] {
+			if n != master || !strings.Contains(line, "state=active") {
+				t.Errorf("%s reported a change: %s", n, line)
+			}
+		}
+	}
+	if err := waitFor(t.Context(), 30*time.Second, "the restarted agent to report", func() (bool, error) {
+		v, err := l.view(t.Context(), s.routerID)
+		return err == nil && v.APIAlive[master] && v.APIStates[master] == "active" && slices.Equal(v.APIActive, []string{master}), nil
+	}); err != nil {
+		t.Error(err)
+	}
+	return master, res
 }

@@ -416,16 +416,7 @@ func BenchFailover(ctx context.Context, o BenchFailoverOptions) (res *BenchFailo
 	if err != nil {
 		return res, err
 	}
-	defer func() {
-		b.api.close()
-		if o.Keep {
-			o.sayf("lab %q kept: `l3ha lab down --name %s` removes it", o.Name, o.Name)
-			return
-		}
-		if derr := b.down(err != nil); derr != nil {
-			err = errors.Join(err, fmt.Errorf("lab down: %w", derr))
-		}
-	}()
+	defer b.finish(o.Keep, &err)
 	if o.ProfileDir != "" {
 		if err := b.respawnAgent(ctx, benchTaker, "--pprof-bind", "127.0.0.1:"+strconv.Itoa(pprofPort)); err != nil {
 			return res, err
@@ -463,14 +454,8 @@ func (b *benchLab) setupMastersOn(ctx context.Context, master, taker string, n i
 	// (the master's agent adds the new VXLAN peer only when it next
 	// applies its desired state, which takes long with many routers) and
 	// take over.
-	p, ok := b.st.process("agent-" + taker)
-	if !ok {
-		return fmt.Errorf("no agent of %s recorded", taker)
-	}
-	if err := p.signal(syscall.SIGTERM); err != nil {
-		return err
-	}
-	if err := waitFor(ctx, agentExitTimeout, "agent-"+taker+" to exit", func() (bool, error) { return !p.running(), nil }); err != nil {
+	p, err := b.stopAgent(ctx, taker)
+	if err != nil {
 		return err
 	}
 	if err := b.setAdmin(ctx, taker, true); err != nil {
@@ -814,6 +799,19 @@ func (b *benchLab) sayf(format string, args ...any) {
 	b.o.sayf("[%6.1fs] "+format, append([]any{time.Since(b.began).Seconds()}, args...)...)
 }
 
+// finish ends a benchmark's use of its lab: down (keeping the logs if
+// *err), or kept if keep; a failed teardown joins *err.
+func (b *benchLab) finish(keep bool, err *error) {
+	b.api.close()
+	if keep {
+		b.sayf("lab %q kept: `l3ha lab down --name %s` removes it", b.o.Name, b.o.Name)
+		return
+	}
+	if derr := b.down(*err != nil); derr != nil {
+		*err = errors.Join(*err, fmt.Errorf("lab down: %w", derr))
+	}
+}
+
 // down removes the lab (keeping its logs when asked): fastTeardown, then
 // Down for what is left.
 func (b *benchLab) down(keepLogs bool) error {
@@ -945,17 +943,24 @@ func (b *benchLab) setAdmin(ctx context.Context, host string, up bool) error {
 // respawnAgent stops node's agent (SIGTERM) and starts it again with extra
 // arguments; lab.json records the new process.
 func (b *benchLab) respawnAgent(ctx context.Context, node string, extra ...string) error {
-	p, ok := b.st.process("agent-" + node)
-	if !ok {
-		return fmt.Errorf("no agent of %s recorded", node)
-	}
-	if err := p.signal(syscall.SIGTERM); err != nil {
-		return err
-	}
-	if err := waitFor(ctx, agentExitTimeout, "agent-"+node+" to exit", func() (bool, error) { return !p.running(), nil }); err != nil {
+	p, err := b.stopAgent(ctx, node)
+	if err != nil {
 		return err
 	}
 	return b.startAgent(node, append(append([]string{}, p.Argv...), extra...))
+}
+
+// stopAgent stops node's agent (SIGTERM) and waits until it has exited; it
+// returns the process as lab.json recorded it.
+func (b *benchLab) stopAgent(ctx context.Context, node string) (Process, error) {
+	p, ok := b.st.process("agent-" + node)
+	if !ok {
+		return p, fmt.Errorf("no agent of %s recorded", node)
+	}
+	if err := p.signal(syscall.SIGTERM); err != nil {
+		return p, err
+	}
+	return p, waitFor(ctx, agentExitTimeout, "agent-"+node+" to exit", func() (bool, error) { return !p.running(), nil })
 }
 
 // startAgent starts node's agent with argv and records it.
@@ -974,26 +979,9 @@ func (b *benchLab) startAgent(node string, argv []string) error {
 // the upstream host that subnet's gateway address.
 func (b *benchLab) ensureExternal(ctx context.Context) error {
 	api := b.api
-	pub, err := api.findByName(ctx, "networks", "public", url.Values{"router:external": {"true"}})
+	pub, err := ensurePublicNetwork(ctx, api)
 	if err != nil {
 		return err
-	}
-	if pub == "" {
-		var n idOnly
-		if err := api.create(ctx, "networks", "network", map[string]any{
-			"name": "public", "router:external": true,
-			"provider:network_type": "flat", "provider:physical_network": PhysicalNetwork,
-		}, &n); err != nil {
-			return err
-		}
-		pub = n.ID
-		if err := api.create(ctx, "subnets", "subnet", map[string]any{
-			"name": "public-subnet", "network_id": pub, "ip_version": 4, "cidr": ExternalCIDR,
-			"gateway_ip": UpstreamIP, "enable_dhcp": false,
-			"allocation_pools": []map[string]string{{"start": ExternalPoolLo, "end": ExternalPoolHi}},
-		}, &n); err != nil {
-			return err
-		}
 	}
 	b.pubID = pub
 	sub, err := api.findByName(ctx, "subnets", "bench-subnet", url.Values{"network_id": {pub}})

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 )
@@ -179,31 +178,16 @@ func BenchConverge(ctx context.Context, o BenchConvergeOptions) (res *BenchConve
 	if err != nil {
 		return res, err
 	}
-	defer func() {
-		b.api.close()
-		if o.Keep {
-			o.sayf("lab %q kept: `l3ha lab down --name %s` removes it", o.Name, o.Name)
-			return
-		}
-		if derr := b.down(err != nil); derr != nil {
-			err = errors.Join(err, fmt.Errorf("lab down: %w", derr))
-		}
-	}()
+	defer b.finish(o.Keep, &err)
 	if err := b.ensureExternal(ctx); err != nil {
 		return res, err
 	}
 	if err := b.setAdmin(ctx, other, false); err != nil {
 		return res, err
 	}
-	p, ok := b.st.process("agent-" + node)
-	if !ok {
-		return res, fmt.Errorf("no agent of %s recorded", node)
-	}
 	b.sayf("stopping agent-%s", node)
-	if err := p.signal(syscall.SIGTERM); err != nil {
-		return res, err
-	}
-	if err := waitFor(ctx, agentExitTimeout, "agent-"+node+" to exit", func() (bool, error) { return !p.running(), nil }); err != nil {
+	p, err := b.stopAgent(ctx, node)
+	if err != nil {
 		return res, err
 	}
 	began := time.Now()

@@ -419,33 +419,40 @@ func agentStates(agents []apiAgent) []AgentHAState {
 	return out
 }
 
+// ensurePublicNetwork returns the lab's external network "public",
+// creating it with its subnet (the lab's /24, the upstream host as gateway)
+// the first time.
+func ensurePublicNetwork(ctx context.Context, api *apiClient) (string, error) {
+	pub, err := api.findByName(ctx, "networks", "public", url.Values{"router:external": {"true"}})
+	if err != nil || pub != "" {
+		return pub, err
+	}
+	var n, sub idOnly
+	if err := api.create(ctx, "networks", "network", map[string]any{
+		"name": "public", "router:external": true,
+		"provider:network_type": "flat", "provider:physical_network": PhysicalNetwork,
+	}, &n); err != nil {
+		return "", err
+	}
+	if err := api.create(ctx, "subnets", "subnet", map[string]any{
+		"name": "public-subnet", "network_id": n.ID, "ip_version": 4, "cidr": ExternalCIDR,
+		"gateway_ip": UpstreamIP, "enable_dhcp": false,
+		"allocation_pools": []map[string]string{{"start": ExternalPoolLo, "end": ExternalPoolHi}},
+	}, &sub); err != nil {
+		return "", err
+	}
+	return n.ID, nil
+}
+
 // setup creates, through the API, the external network (once per lab), a
 // tenant network, the HA router with its gateway and interface, the
 // instance's port bound to compute1, and its floating IP.
 func (s *scenario) setup(ctx context.Context) error {
 	s.runID = randomHex(3)
 	api := s.api
-	pub, err := api.findByName(ctx, "networks", "public", url.Values{"router:external": {"true"}})
+	pub, err := ensurePublicNetwork(ctx, api)
 	if err != nil {
 		return err
-	}
-	if pub == "" {
-		var n idOnly
-		if err := api.create(ctx, "networks", "network", map[string]any{
-			"name": "public", "router:external": true,
-			"provider:network_type": "flat", "provider:physical_network": PhysicalNetwork,
-		}, &n); err != nil {
-			return err
-		}
-		pub = n.ID
-		var sub idOnly
-		if err := api.create(ctx, "subnets", "subnet", map[string]any{
-			"name": "public-subnet", "network_id": pub, "ip_version": 4, "cidr": ExternalCIDR,
-			"gateway_ip": UpstreamIP, "enable_dhcp": false,
-			"allocation_pools": []map[string]string{{"start": ExternalPoolLo, "end": ExternalPoolHi}},
-		}, &sub); err != nil {
-			return err
-		}
 	}
 	var tnet struct {
 		ID  string `json:"id"`
