@@ -20,15 +20,15 @@ func newServerCommand() *cobra.Command {
 	}
 	opts := server.RegisterFlags(cmd.Flags())
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		cfg, err := server.Load(opts)
+		level := new(slog.LevelVar)
+		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+		cfg, err := server.Load(opts, log)
 		if err != nil {
 			return err
 		}
-		level := slog.LevelInfo
 		if cfg.Debug {
-			level = slog.LevelDebug
+			level.Set(slog.LevelDebug)
 		}
-		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		srv, err := server.New(ctx, cfg, log)

@@ -142,7 +142,11 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var e *Error
 		if errors.As(err, &e) && e.Status == http.StatusUnauthorized {
-			w.Header().Set("WWW-Authenticate", "Keystone uri='unused'")
+			challenge := "Keystone uri='unused'"
+			if c, ok := a.auth.(challenger); ok {
+				challenge = c.WWWAuthenticate()
+			}
+			w.Header().Set("WWW-Authenticate", challenge)
 			http.Error(w, "401 Unauthorized\n\nThis server could not verify that you are authorized to access the document you requested.", http.StatusUnauthorized)
 			return
 		}
@@ -162,6 +166,10 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request) {
 	res, ok := resources[rest[0]]
 	if !ok {
 		a.writeError(w, r, errNotFoundResource)
+		return
+	}
+	if id.ReadOnly && r.Method != http.MethodGet && r.Method != http.MethodHead {
+		a.writeError(w, r, policyDenied("rule:"+writeRule(r.Method, res, rest[1:])))
 		return
 	}
 	for i, seg := range rest[1:] {
@@ -236,6 +244,22 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, status, out)
+}
+
+// writeRule names the Neutron policy rule a write would be checked
+// against, for the 403 a reader gets.
+func writeRule(method string, res *resource, rest []string) string {
+	verb := map[string]string{http.MethodPost: "create", http.MethodPut: "update", http.MethodDelete: "delete"}[method]
+	if verb == "" {
+		verb = strings.ToLower(method)
+	}
+	switch {
+	case len(rest) >= 2 && strings.HasSuffix(rest[1], "_router_interface"):
+		return rest[1]
+	case len(rest) >= 2:
+		return verb + "_" + strings.TrimSuffix(rest[1], "s")
+	}
+	return verb + "_" + res.singular
 }
 
 func (a *API) subResource(ctx context.Context, id Identity, res *resource, memberID string, sub []string, r *http.Request) (int, any, error) {

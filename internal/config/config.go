@@ -1,14 +1,19 @@
 // Package config resolves l3ha options from three sources, in order of
 // precedence: command-line flags, environment variables L3HA_<OPTION>, and
-// an INI config file using Neutron's option names (any section). Options are
-// declared once with their Neutron name; the flag is the same name with
-// dashes.
+// an INI config file using Neutron's option names. Options are declared once
+// with their Neutron name and, for options of a named section such as
+// [keystone_authtoken], that section; the flag is the qualified name with
+// dashes (--keystone-authtoken-auth-url). As with oslo.config, options the
+// file holds that l3ha does not read are ignored — Values.Unknown lists them
+// so that the caller can log them — so an operator's neutron.conf can be
+// given as it is.
 package config
 
 import (
 	"fmt"
 	"net/netip"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -19,9 +24,24 @@ import (
 
 // Option is one declared option.
 type Option struct {
-	Name    string // Neutron-style name with underscores, e.g. agent_down_time
+	Name string // Neutron-style name with underscores, e.g. agent_down_time
+	// Section is the INI section the option lives in (e.g.
+	// keystone_authtoken); empty for l3ha's own options, which a file may
+	// set in any section.
+	Section string
+	// Aliases are other "section.name" keys of a file that set the option,
+	// e.g. database.connection for database.
+	Aliases []string
 	Default string
 	Usage   string
+}
+
+// Key is how Values names the option: Name, or Section.Name.
+func (o Option) Key() string {
+	if o.Section == "" {
+		return o.Name
+	}
+	return o.Section + "." + o.Name
 }
 
 // Set is a group of options bound to a flag set.
@@ -29,77 +49,111 @@ type Set struct {
 	opts   []Option
 	flags  *pflag.FlagSet
 	values map[string]*string
-	file   *string
+	files  *[]string
 	env    func(string) (string, bool)
 }
 
 // New declares opts on flags, plus --config-file.
 func New(flags *pflag.FlagSet, opts []Option) *Set {
 	s := &Set{opts: opts, flags: flags, values: map[string]*string{}, env: os.LookupEnv}
-	s.file = flags.String("config-file", "", "INI file with options by their Neutron names (flags and L3HA_* environment variables win over it)")
+	s.files = flags.StringArray("config-file", nil, "INI file with options by their Neutron names, e.g. neutron.conf; repeatable, later files win (flags and L3HA_* environment variables win over files)")
 	for _, o := range opts {
-		s.values[o.Name] = flags.String(FlagName(o.Name), o.Default, o.Usage+" (env "+EnvName(o.Name)+")")
+		s.values[o.Key()] = flags.String(FlagName(o.Key()), o.Default, o.Usage+" (env "+EnvName(o.Key())+")")
 	}
 	return s
 }
 
-// FlagName is the flag spelling of an option name.
-func FlagName(name string) string { return strings.ReplaceAll(name, "_", "-") }
+// FlagName is the flag spelling of an option key.
+func FlagName(key string) string { return strings.NewReplacer("_", "-", ".", "-").Replace(key) }
 
-// EnvName is the environment variable of an option name.
-func EnvName(name string) string {
-	return "L3HA_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+// EnvName is the environment variable of an option key.
+func EnvName(key string) string {
+	return "L3HA_" + strings.ToUpper(strings.NewReplacer("-", "_", ".", "_").Replace(key))
 }
 
 // Values is the resolved option set.
 type Values struct {
-	raw    map[string]string
-	errs   []string
-	source map[string]string
+	raw     map[string]string
+	errs    []string
+	source  map[string]string
+	unknown []string
 }
 
 // Resolve applies precedence flag > environment > file > default.
 func (s *Set) Resolve() (*Values, error) {
-	file := map[string]string{}
-	path := *s.file
+	paths := *s.files
 	if !s.flags.Changed("config-file") {
 		if v, ok := s.env("L3HA_CONFIG_FILE"); ok {
-			path = v
+			paths = []string{v}
 		}
 	}
-	if path != "" {
-		f, err := ini.Load(path)
+	// file maps "section.name" (section lower-cased, DEFAULT included) to
+	// its value; anySection maps a bare name to its value in whatever
+	// section set it, for l3ha's own section-less options.
+	file, anySection := map[string]string{}, map[string]string{}
+	for _, path := range paths {
+		// oslo.config has no inline comments: a '#' belongs to the value
+		// (passwords may hold one).
+		f, err := ini.LoadSources(ini.LoadOptions{IgnoreInlineComment: true}, path)
 		if err != nil {
 			return nil, fmt.Errorf("reading config file %s: %w", path, err)
 		}
 		for _, sec := range f.Sections() {
 			for _, k := range sec.Keys() {
-				file[k.Name()] = k.Value()
+				file[strings.ToLower(sec.Name())+"."+k.Name()] = k.Value()
+				anySection[k.Name()] = k.Value()
 			}
 		}
 	}
-	known := map[string]bool{}
+	used := map[string]bool{}
 	v := &Values{raw: map[string]string{}, source: map[string]string{}}
 	for _, o := range s.opts {
-		known[o.Name] = true
-		switch env, ok := s.env(EnvName(o.Name)); {
-		case s.flags.Changed(FlagName(o.Name)):
-			v.raw[o.Name], v.source[o.Name] = *s.values[o.Name], "flag"
+		key := o.Key()
+		fromFile, inFile := "", false
+		if o.Section == "" {
+			fromFile, inFile = anySection[o.Name], anySection[o.Name] != ""
+			for k := range file {
+				if strings.HasSuffix(k, "."+o.Name) {
+					used[k] = true
+				}
+			}
+		} else if val, ok := file[key]; ok && val != "" {
+			fromFile, inFile, used[key] = val, true, true
+		}
+		for _, alias := range o.Aliases {
+			if val, ok := file[alias]; ok && val != "" && !inFile {
+				fromFile, inFile = val, true
+			}
+			used[alias] = true
+		}
+		switch env, ok := s.env(EnvName(key)); {
+		case s.flags.Changed(FlagName(key)):
+			v.raw[key], v.source[key] = *s.values[key], "flag"
 		case ok:
-			v.raw[o.Name], v.source[o.Name] = env, "environment"
-		case file[o.Name] != "":
-			v.raw[o.Name], v.source[o.Name] = file[o.Name], "file"
+			v.raw[key], v.source[key] = env, "environment"
+		case inFile:
+			v.raw[key], v.source[key] = fromFile, "config file"
 		default:
-			v.raw[o.Name], v.source[o.Name] = o.Default, "default"
+			v.raw[key], v.source[key] = o.Default, "default"
 		}
 	}
 	for k := range file {
-		if !known[k] {
-			return nil, fmt.Errorf("config file %s: unknown option %q", path, k)
+		if !used[k] {
+			v.unknown = append(v.unknown, k)
 		}
 	}
+	sort.Strings(v.unknown)
 	return v, nil
 }
+
+// Unknown lists the "section.name" keys of the config file that no option
+// reads; oslo.config ignores those too, but a misspelt name should show up
+// in the log.
+func (v *Values) Unknown() []string { return v.unknown }
+
+// Set reports whether an option was given (flag, environment or file)
+// rather than left at its default.
+func (v *Values) Set(key string) bool { return v.source[key] != "default" }
 
 func (v *Values) fail(name, want string) {
 	v.errs = append(v.errs, fmt.Sprintf("option %s=%q (from %s): %s", name, v.raw[name], v.source[name], want))

@@ -58,15 +58,60 @@ func TestInvalidValuesAreReportedTogether(t *testing.T) {
 	}
 }
 
-func TestUnknownOptionInFileIsAnError(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "l3ha.ini")
-	_ = os.WriteFile(file, []byte("[DEFAULT]\nl3_haa = true\n"), 0o600)
+func TestUnknownOptionsInFileAreIgnoredAndListed(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "neutron.conf")
+	_ = os.WriteFile(file, []byte("[DEFAULT]\nl3_haa = true\ncore_plugin = ml2\n[nova]\npassword = x\n"), 0o600)
 	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
 	s := New(fs, []Option{{Name: "l3_ha", Default: "false"}})
 	s.env = func(string) (string, bool) { return "", false }
 	_ = fs.Parse([]string{"--config-file", file})
-	if _, err := s.Resolve(); err == nil || !contains(err.Error(), "l3_haa") {
-		t.Fatalf("misspelt option not reported: %v", err)
+	v, err := s.Resolve()
+	if err != nil {
+		t.Fatalf("a neutron.conf with options l3ha does not read was refused: %v", err)
+	}
+	if got, want := strings.Join(v.Unknown(), " "), "default.core_plugin default.l3_haa nova.password"; got != want {
+		t.Errorf("Unknown() = %q, want %q", got, want)
+	}
+	if v.String("l3_ha") != "false" {
+		t.Errorf("l3_ha = %q", v.String("l3_ha"))
+	}
+}
+
+func TestSectionedOptionsReadOnlyTheirSectionAndAliases(t *testing.T) {
+	dir := t.TempDir()
+	first, second := filepath.Join(dir, "neutron.conf"), filepath.Join(dir, "override.conf")
+	_ = os.WriteFile(first, []byte("[DEFAULT]\nbind_port = 9696\n[nova]\nauth_url = http://nova\npassword = not#this\n[keystone_authtoken]\nauth_url = http://keystone:5000\npassword = se#cret ; kept\n[database]\nconnection = postgresql://u@h/db\n"), 0o600)
+	_ = os.WriteFile(second, []byte("[DEFAULT]\nbind_port = 9797\n"), 0o600)
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	s := New(fs, []Option{
+		{Name: "auth_url", Section: "keystone_authtoken"},
+		{Name: "password", Section: "keystone_authtoken"},
+		{Name: "database", Aliases: []string{"database.connection"}},
+		{Name: "bind_port", Default: "9696"},
+	})
+	s.env = func(k string) (string, bool) {
+		return "", false
+	}
+	if err := fs.Parse([]string{"--config-file", first, "--config-file", second}); err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for key, want := range map[string]string{
+		"keystone_authtoken.auth_url": "http://keystone:5000", "keystone_authtoken.password": "se#cret ; kept",
+		"database": "postgresql://u@h/db", "bind_port": "9797",
+	} {
+		if got := v.String(key); got != want {
+			t.Errorf("%s = %q, want %q", key, got, want)
+		}
+	}
+	if got, want := strings.Join(v.Unknown(), " "), "nova.auth_url nova.password"; got != want {
+		t.Errorf("Unknown() = %q, want %q", got, want)
+	}
+	if FlagName("keystone_authtoken.auth_url") != "keystone-authtoken-auth-url" || EnvName("keystone_authtoken.auth_url") != "L3HA_KEYSTONE_AUTHTOKEN_AUTH_URL" {
+		t.Errorf("flag/env names: %s %s", FlagName("keystone_authtoken.auth_url"), EnvName("keystone_authtoken.auth_url"))
 	}
 }
 

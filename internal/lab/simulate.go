@@ -954,7 +954,7 @@ func startSimServer(ctx context.Context, o *SimulateOptions, dir string) (*simSe
 			ln.Close()
 			return nil, err
 		}
-		cfg, err := server.Load(set)
+		cfg, err := server.Load(set, nil)
 		if err != nil {
 			ln.Close()
 			return nil, err

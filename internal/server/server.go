@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,15 +26,18 @@ import (
 	"github.com/l3ha/l3ha/internal/config"
 	"github.com/l3ha/l3ha/internal/ha"
 	"github.com/l3ha/l3ha/internal/ipam"
+	"github.com/l3ha/l3ha/internal/keystone"
 	"github.com/l3ha/l3ha/internal/store"
 )
 
 // Options declares the server's options by their Neutron names.
 var Options = []config.Option{
-	{Name: "bind", Default: "127.0.0.1:9696", Usage: "address the API and agent endpoint listen on"},
+	{Name: "bind", Default: "127.0.0.1:9696", Usage: "address the API and agent endpoint listen on (bind_host/bind_port, Neutron's names, override its parts)"},
+	{Name: "bind_host", Default: "", Usage: "host part of bind (Neutron's [DEFAULT] bind_host)"},
+	{Name: "bind_port", Default: "", Usage: "port part of bind (Neutron's [DEFAULT] bind_port)"},
 	{Name: "state_dir", Default: "/var/lib/l3ha", Usage: "directory for the default SQLite database"},
-	{Name: "database", Default: "", Usage: "sqlite:///abs/path.db or postgres://user@host/db?sslmode=disable (default: l3ha.db under state_dir)"},
-	{Name: "auth_strategy", Default: "noauth", Usage: "noauth (identity from X-Project-Id/X-Roles headers) or token (X-Auth-Token looked up in token_file)"},
+	{Name: "database", Aliases: []string{"database.connection"}, Default: "", Usage: "sqlite:///abs/path.db or postgres://user@host/db?sslmode=disable (default: l3ha.db under state_dir); a config file may give it as Neutron's [database] connection"},
+	{Name: "auth_strategy", Default: "noauth", Usage: "keystone (X-Auth-Token validated with Keystone, [keystone_authtoken]), noauth (identity from X-Project-Id/X-Roles headers) or token (X-Auth-Token looked up in token_file)"},
 	{Name: "token_file", Default: "", Usage: "token mode: file of lines TOKEN PROJECT_ID ROLE[,ROLE]"},
 	{Name: "noauth_project", Default: "admin", Usage: "noauth mode: project of requests that carry no identity headers (they act as admin)"},
 	{Name: "agent_token", Default: "", Usage: "shared token agents must present"},
@@ -50,7 +54,25 @@ var Options = []config.Option{
 	{Name: "router_auto_schedule", Default: "true", Usage: "give joining agents the routers that have too few agents"},
 	{Name: "allow_automatic_l3agent_failover", Default: "false", Usage: "move legacy routers off agents dead for 2×agent_down_time"},
 	{Name: "debug", Default: "false", Usage: "log every request"},
+	// [keystone_authtoken], keystonemiddleware's names.
+	{Section: ksSection, Name: "www_authenticate_uri", Usage: "Keystone URL clients are sent to in 401s (default: auth_url)"},
+	{Section: ksSection, Name: "auth_url", Usage: "Keystone URL the service user logs in to and tokens are validated at"},
+	{Section: ksSection, Name: "auth_type", Default: "password", Usage: "how the service user logs in: password"},
+	{Section: ksSection, Name: "username", Usage: "service user"},
+	{Section: ksSection, Name: "password", Usage: "service user's password"},
+	{Section: ksSection, Name: "project_name", Usage: "service user's project"},
+	{Section: ksSection, Name: "user_domain_name", Default: "Default", Usage: "service user's domain"},
+	{Section: ksSection, Name: "project_domain_name", Default: "Default", Usage: "service project's domain"},
+	{Section: ksSection, Name: "user_domain_id", Usage: "service user's domain by id (wins over user_domain_name)"},
+	{Section: ksSection, Name: "project_domain_id", Usage: "service project's domain by id (wins over project_domain_name)"},
+	{Section: ksSection, Name: "token_cache_time", Default: "300", Usage: "seconds a validated token is trusted without asking Keystone again (0: ask every time)"},
+	{Section: ksSection, Name: "http_connect_timeout", Default: "10", Usage: "seconds a request to Keystone may take; slower is a 503"},
+	{Section: ksSection, Name: "http_request_max_retries", Default: "3", Usage: "retries of a request to Keystone that could not connect"},
 }
+
+const ksSection = "keystone_authtoken"
+
+func ks(name string) string { return ksSection + "." + name }
 
 // Config is the resolved server configuration.
 type Config struct {
@@ -68,11 +90,19 @@ type Config struct {
 // RegisterFlags declares the server options on flags.
 func RegisterFlags(flags *pflag.FlagSet) *config.Set { return config.New(flags, Options) }
 
-// Load resolves and validates the options.
-func Load(set *config.Set) (*Config, error) {
+// Load resolves and validates the options; log receives what loading
+// notices (options a config file sets that l3ha does not read) and, in
+// keystone mode, the token validator's messages.
+func Load(set *config.Set, log *slog.Logger) (*Config, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	v, err := set.Resolve()
 	if err != nil {
 		return nil, err
+	}
+	if u := v.Unknown(); len(u) > 0 {
+		log.Info("config file options the l3ha server does not read (ignored, as oslo.config does)", "options", strings.Join(u, " "))
 	}
 	c := &Config{
 		Bind: v.String("bind"), DefaultHA: v.Bool("l3_ha"),
@@ -101,7 +131,23 @@ func Load(set *config.Set) (*Config, error) {
 	if t := c.HA.NetworkType; t != "" && t != "vxlan" && t != "flat" {
 		return nil, fmt.Errorf("invalid configuration: l3_ha_network_type %q (want vxlan or flat)", t)
 	}
-	c.Database = v.String("database")
+	if v.Set("bind_host") || v.Set("bind_port") {
+		host, port, err := net.SplitHostPort(c.Bind)
+		if err != nil {
+			return nil, fmt.Errorf("invalid configuration: bind %q: %w", c.Bind, err)
+		}
+		if v.Set("bind_host") {
+			host = v.String("bind_host")
+		}
+		if v.Set("bind_port") {
+			port = strconv.Itoa(v.Int("bind_port", 0))
+		}
+		c.Bind = net.JoinHostPort(host, port)
+	}
+	c.Database, err = databaseURL(v.String("database"))
+	if err != nil {
+		return nil, err
+	}
 	if c.Database == "" {
 		dir, err := filepath.Abs(v.String("state_dir"))
 		if err != nil {
@@ -117,7 +163,7 @@ func Load(set *config.Set) (*Config, error) {
 		c.Auth = api.NoAuth{DefaultProject: v.String("noauth_project")}
 		if host, _, err := net.SplitHostPort(c.Bind); err == nil {
 			if a, err := netip.ParseAddr(host); err != nil || !a.IsLoopback() {
-				slog.Warn("noauth API listening beyond loopback: anyone who reaches it is admin", "bind", c.Bind)
+				log.Warn("noauth API listening beyond loopback: anyone who reaches it is admin", "bind", c.Bind)
 			}
 		}
 	case "token":
@@ -129,8 +175,14 @@ func Load(set *config.Set) (*Config, error) {
 			return nil, err
 		}
 		c.Auth = t
+	case "keystone":
+		validator, err := keystoneValidator(v, log)
+		if err != nil {
+			return nil, err
+		}
+		c.Auth = api.KeystoneAuth{Validator: validator}
 	default:
-		return nil, fmt.Errorf("invalid configuration: auth_strategy %q (want noauth or token)", v.String("auth_strategy"))
+		return nil, fmt.Errorf("invalid configuration: auth_strategy %q (want keystone, noauth or token)", v.String("auth_strategy"))
 	}
 	c.AgentToken = v.String("agent_token")
 	if f := v.String("agent_token_file"); f != "" && c.AgentToken == "" {
@@ -144,6 +196,61 @@ func Load(set *config.Set) (*Config, error) {
 		return nil, errors.New("invalid configuration: agent_token (or agent_token_file) is required so that only your agents can report state")
 	}
 	return c, nil
+}
+
+// keystoneValidator builds the token validator from [keystone_authtoken].
+func keystoneValidator(v *config.Values, log *slog.Logger) (*keystone.Validator, error) {
+	if t := v.String(ks("auth_type")); t != "password" && t != "v3password" {
+		return nil, fmt.Errorf("invalid configuration: [keystone_authtoken] auth_type %q (l3ha logs in with password)", t)
+	}
+	var missing []string
+	for _, name := range []string{"auth_url", "username", "password", "project_name"} {
+		if v.String(ks(name)) == "" {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("invalid configuration: auth_strategy=keystone needs [keystone_authtoken] %s", strings.Join(missing, ", "))
+	}
+	cacheTime := time.Duration(v.Int(ks("token_cache_time"), 0)) * time.Second
+	timeout := v.Seconds(ks("http_connect_timeout"))
+	retries := v.Int(ks("http_request_max_retries"), 0)
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	val, err := keystone.NewValidator(keystone.Config{
+		AuthURL: v.String(ks("auth_url")), WWWAuthenticateURI: v.String(ks("www_authenticate_uri")),
+		Username: v.String(ks("username")), Password: v.String(ks("password")), ProjectName: v.String(ks("project_name")),
+		UserDomainName: v.String(ks("user_domain_name")), ProjectDomainName: v.String(ks("project_domain_name")),
+		UserDomainID: v.String(ks("user_domain_id")), ProjectDomainID: v.String(ks("project_domain_id")),
+		CacheTime: cacheTime, Timeout: timeout, MaxRetries: retries,
+	}, log.With("component", "keystone"))
+	if err != nil {
+		return nil, fmt.Errorf("invalid configuration: %w", err)
+	}
+	return val, nil
+}
+
+// databaseURL accepts l3ha's database URLs and Neutron's SQLAlchemy ones
+// ([database] connection): sqlite:////abs/path, postgresql+psycopg2://….
+func databaseURL(u string) (string, error) {
+	scheme, rest, ok := strings.Cut(u, "://")
+	if !ok {
+		if u == "" {
+			return "", nil
+		}
+		return "", fmt.Errorf("invalid configuration: database %q is not a URL (sqlite:///abs/path.db or postgres://…)", u)
+	}
+	base, _, _ := strings.Cut(scheme, "+")
+	switch base {
+	case "sqlite":
+		return "sqlite://" + "/" + strings.TrimLeft(rest, "/"), nil
+	case "postgres", "postgresql":
+		return "postgres://" + rest, nil
+	case "mysql", "mariadb":
+		return "", fmt.Errorf("invalid configuration: database %q: l3ha stores its data in SQLite or PostgreSQL, not MySQL/MariaDB", redact(u))
+	}
+	return "", fmt.Errorf("invalid configuration: database %q: unknown scheme %q (want sqlite or postgres)", redact(u), scheme)
 }
 
 // Server is a running l3ha server.
