@@ -140,7 +140,11 @@ func Load(set *config.Set, log *slog.Logger) (*Config, error) {
 			host = v.String("bind_host")
 		}
 		if v.Set("bind_port") {
-			port = strconv.Itoa(v.Int("bind_port", 0))
+			n, err := strconv.Atoi(strings.TrimSpace(v.String("bind_port")))
+			if err != nil || n < 0 || n > 65535 {
+				return nil, fmt.Errorf("invalid configuration: bind_port %q (want a port number)", v.String("bind_port"))
+			}
+			port = strconv.Itoa(n)
 		}
 		c.Bind = net.JoinHostPort(host, port)
 	}

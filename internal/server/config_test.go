@@ -1,0 +1,111 @@
+package server_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/spf13/pflag"
+
+	"github.com/l3ha/l3ha/internal/api"
+	"github.com/l3ha/l3ha/internal/server"
+)
+
+func loadServerConfig(t *testing.T, conf string, args ...string) (*server.Config, error) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "neutron.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fs := pflag.NewFlagSet("server", pflag.ContinueOnError)
+	set := server.RegisterFlags(fs)
+	if err := fs.Parse(append([]string{"--config-file", path}, args...)); err != nil {
+		t.Fatal(err)
+	}
+	return server.Load(set, nil)
+}
+
+// An operator's neutron.conf, as Debian ships and a deployment fills it in,
+// configures the server by Neutron's names; what l3ha does not read is
+// ignored, as oslo.config ignores it.
+func TestServerReadsNeutronConf(t *testing.T) {
+	dir := t.TempDir()
+	cfg, err := loadServerConfig(t, `[DEFAULT]
+core_plugin = ml2
+service_plugins = router
+auth_strategy = keystone
+bind_host = 127.0.0.1
+bind_port = 19696
+l3_ha = True
+max_l3_agents_per_router = 2
+transport_url = rabbit://guest:guest@127.0.0.1:5672/
+[l3ha]
+agent_token = s3cret
+[database]
+connection = sqlite:///`+dir+`/neutron.db
+[keystone_authtoken]
+www_authenticate_uri = http://keystone.example.com:5000
+auth_url = http://127.0.0.1:5000
+memcached_servers = 127.0.0.1:11211
+auth_type = password
+project_domain_name = Default
+user_domain_name = Default
+project_name = service
+username = neutron
+password = pw#with#hashes
+token_cache_time = 60
+[nova]
+auth_url = http://127.0.0.1:5000
+password = other
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Bind != "127.0.0.1:19696" || !cfg.DefaultHA || cfg.HA.MaxAgents != 2 || cfg.AgentToken != "s3cret" {
+		t.Errorf("bind %q l3_ha %v max %d agent token %q", cfg.Bind, cfg.DefaultHA, cfg.HA.MaxAgents, cfg.AgentToken)
+	}
+	if want := "sqlite://" + dir + "/neutron.db"; cfg.Database != want {
+		t.Errorf("database = %q, want %q", cfg.Database, want)
+	}
+	ka, ok := cfg.Auth.(api.KeystoneAuth)
+	if !ok {
+		t.Fatalf("auth = %T, want api.KeystoneAuth", cfg.Auth)
+	}
+	if got, want := ka.WWWAuthenticate(), `Keystone uri="http://keystone.example.com:5000"`; got != want {
+		t.Errorf("WWW-Authenticate %q, want %q", got, want)
+	}
+}
+
+func TestServerConfigErrorsAreClear(t *testing.T) {
+	for _, tc := range []struct {
+		name, conf string
+		want       string
+	}{
+		{"keystone without service user", "[DEFAULT]\nauth_strategy = keystone\nagent_token = x\n[keystone_authtoken]\nauth_url = http://127.0.0.1:5000\n", "needs [keystone_authtoken] username, password, project_name"},
+		{"keystone without auth_url", "[DEFAULT]\nauth_strategy = keystone\nagent_token = x\n[keystone_authtoken]\nusername = n\npassword = p\nproject_name = service\n", "auth_url"},
+		{"auth_type other than password", "[DEFAULT]\nauth_strategy = keystone\nagent_token = x\n[keystone_authtoken]\nauth_type = v3oidcpassword\nauth_url = http://k\nusername = n\npassword = p\nproject_name = s\n", "auth_type"},
+		{"token_cache_time not a number", "[DEFAULT]\nauth_strategy = keystone\nagent_token = x\n[keystone_authtoken]\nauth_url = http://k\nusername = n\npassword = p\nproject_name = s\ntoken_cache_time = long\n", "token_cache_time"},
+		{"unknown strategy", "[DEFAULT]\nauth_strategy = ldap\nagent_token = x\n", `auth_strategy "ldap"`},
+		{"mysql database", "[DEFAULT]\nagent_token = x\n[database]\nconnection = mysql+pymysql://neutron:pw@db/neutron\n", "not MySQL"},
+		{"bad bind_port", "[DEFAULT]\nagent_token = x\nbind_port = http\n", "bind_port"},
+		{"malformed file", "[DEFAULT\nagent_token = x\n", "reading config file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := loadServerConfig(t, tc.conf)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want one mentioning %q", err, tc.want)
+			}
+			if strings.Contains(fmtErr(err), "pw@") {
+				t.Errorf("error shows a password: %v", err)
+			}
+		})
+	}
+}
+
+func fmtErr(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
