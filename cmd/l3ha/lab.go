@@ -33,6 +33,7 @@ type labUpFlags struct {
 	haDriver      string
 	advertInt     string
 	agentDownTime int
+	keystone      bool
 }
 
 func (f *labUpFlags) register(fs *pflag.FlagSet) {
@@ -40,12 +41,13 @@ func (f *labUpFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.haDriver, "ha-driver", "", "HA driver passed to the agents as --ha-driver: keepalived or native for every node, or per node as net1=keepalived,net2=native (mixed drivers need --ha-vrrp-advert-int; default: the agent's)")
 	fs.StringVar(&f.advertInt, "ha-vrrp-advert-int", "", "VRRP advertisement interval passed to every agent as --ha-vrrp-advert-int (default: the agent's)")
 	fs.IntVar(&f.agentDownTime, "agent-down-time", lab.DefaultAgentDownTime, "the lab server's agent_down_time in seconds")
+	fs.BoolVar(&f.keystone, "keystone", false, "run a private Keystone (Debian's keystone) in the controller: the server validates tokens with it (auth_strategy keystone), the lab logs in as its admin, and <dir>/clouds.yaml holds the clouds l3ha-admin, l3ha-member, l3ha-reader for the openstack client run in the controller's namespace")
 }
 
 func (f *labFlags) options(up *labUpFlags, cmd *cobra.Command) lab.Options {
 	o := lab.Options{Name: f.name, Dir: f.dir, Out: cmd.ErrOrStderr()}
 	if up != nil {
-		o.Dataplane, o.HADriver, o.AdvertInt, o.AgentDownTime = up.dataplane, up.haDriver, up.advertInt, up.agentDownTime
+		o.Dataplane, o.HADriver, o.AdvertInt, o.AgentDownTime, o.Keystone = up.dataplane, up.haDriver, up.advertInt, up.agentDownTime, up.keystone
 	}
 	return o
 }

@@ -82,7 +82,7 @@ func startAccLab(t *testing.T, prefix string) *accLab {
 		t.Fatal(err)
 	}
 	l.st = st
-	l.api = apiFor(l.name)
+	l.api = apiFor(st)
 	return l
 }
 

@@ -34,12 +34,16 @@ func nsDialer(ns string) func(ctx context.Context, network, addr string) (net.Co
 	}
 }
 
-// apiClient is a small Neutron v2.0 client for the lab's server. It sends no
-// identity headers: the lab's server runs with auth_strategy noauth, where
-// such requests act as admin of project "admin".
+// apiClient is a small Neutron v2.0 client for the lab's server. Without
+// Keystone it sends no identity headers: the lab's server then runs with
+// auth_strategy noauth, where such requests act as admin of project
+// "admin"; with Keystone it sends the lab admin's token.
 type apiClient struct {
 	base string
 	http *http.Client
+	// token, when set (a lab with Keystone), gives the X-Auth-Token of
+	// every request; fresh asks for a new one after a 401.
+	token func(ctx context.Context, fresh bool) (string, error)
 }
 
 // newAPIClient returns a client for the server at base (http://10.99.0.1:9696)
@@ -70,6 +74,14 @@ func (e *apiError) Error() string {
 // do sends a request with in as JSON body (unless nil) and decodes the
 // answer into out (unless nil).
 func (c *apiClient) do(ctx context.Context, method, path string, in, out any) error {
+	err := c.doOnce(ctx, method, path, in, out, false)
+	if ae, ok := err.(*apiError); ok && ae.Status == http.StatusUnauthorized && c.token != nil {
+		return c.doOnce(ctx, method, path, in, out, true)
+	}
+	return err
+}
+
+func (c *apiClient) doOnce(ctx context.Context, method, path string, in, out any, freshToken bool) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -86,6 +98,13 @@ func (c *apiClient) do(ctx context.Context, method, path string, in, out any) er
 	req.Header.Set("User-Agent", "l3ha-lab")
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != nil {
+		tok, err := c.token(ctx, freshToken)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("X-Auth-Token", tok)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {

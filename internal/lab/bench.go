@@ -785,7 +785,7 @@ func upBenchLab(ctx context.Context, o *Options) (*benchLab, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &benchLab{began: began, o: o, st: st, api: apiFor(o.Name)}
+	b := &benchLab{began: began, o: o, st: st, api: apiFor(st)}
 	if err := b.refreshAgents(ctx); err != nil {
 		b.api.close()
 		_ = b.down(true)

@@ -146,7 +146,7 @@ func Failover(ctx context.Context, o FailoverOptions) (res *Result, err error) {
 	if st.Dataplane != DataplaneLinux {
 		return nil, fmt.Errorf("lab %q runs --dataplane %s: the failover scenario needs real routers (--dataplane linux)", o.Name, st.Dataplane)
 	}
-	s := &scenario{o: &o, st: st, api: apiFor(o.Name)}
+	s := &scenario{o: &o, st: st, api: apiFor(st)}
 	defer s.api.close()
 	res, err = s.run(ctx)
 	if err != nil {

@@ -64,6 +64,9 @@ type Options struct {
 	// HARoutersPerNetwork is the server's l3_ha_routers_per_network (0: the
 	// server's default, 254).
 	HARoutersPerNetwork int
+	// Keystone runs a private Keystone in the lab: the server validates
+	// tokens with it and the lab logs in as its admin (see keystone.go).
+	Keystone bool
 	// Out receives progress messages (nil: discarded).
 	Out io.Writer
 }
@@ -131,8 +134,12 @@ func serverURL() string { return "http://" + ControllerIP + ":" + strconv.Itoa(S
 
 // apiFor returns a client of the lab's server that connects from inside the
 // controller's namespace.
-func apiFor(lab string) *apiClient {
-	return newAPIClient(NodeNamespace(lab, controllerNode().Name), serverURL())
+func apiFor(st *State) *apiClient {
+	c := newAPIClient(NodeNamespace(st.Name, controllerNode().Name), serverURL())
+	if st.Keystone != nil {
+		c.token = keystoneLogin(st)
+	}
+	return c
 }
 
 // existingNamespaces returns the namespaces of lab that exist now (mounted
@@ -216,6 +223,11 @@ func up(ctx context.Context, o *Options) (*State, error) {
 		return nil, err
 	}
 
+	if o.Keystone {
+		if err := startKeystone(ctx, o, st); err != nil {
+			return nil, err
+		}
+	}
 	ctl := controllerNode()
 	o.sayf("starting server on %s in %s", st.ServerURL, NodeNamespace(o.Name, ctl.Name))
 	srv, _, err := startDaemon("server", ctl.Name, NodeNamespace(o.Name, ctl.Name), serverArgv(st), logPath(o.Dir, "server"))
@@ -226,7 +238,7 @@ func up(ctx context.Context, o *Options) (*State, error) {
 	if err := st.Save(); err != nil {
 		return nil, err
 	}
-	api := apiFor(o.Name)
+	api := apiFor(st)
 	defer api.close()
 	if err := waitFor(ctx, 30*time.Second, "the server to answer", func() (bool, error) {
 		if !srv.running() {
@@ -360,7 +372,6 @@ func serverArgv(st *State) []string {
 		"--bind", ControllerIP + ":" + strconv.Itoa(ServerPort),
 		"--state-dir", serverStateDir(st.Dir),
 		"--agent-token-file", tokenPath(st.Dir),
-		"--auth-strategy", "noauth",
 		"--l3-ha", "true",
 		"--agent-down-time", strconv.Itoa(st.AgentDownTime),
 		"--min-l3-agents-per-router", strconv.Itoa(st.minAgents()),
@@ -369,7 +380,12 @@ func serverArgv(st *State) []string {
 	if st.HARoutersPerNetwork > 0 {
 		argv = append(argv, "--l3-ha-routers-per-network", strconv.Itoa(st.HARoutersPerNetwork))
 	}
-	return argv
+	if st.Keystone != nil {
+		// The service user's password stays in a 0600 file, off the
+		// command line.
+		return append(argv, "--config-file", serverConfPath(st.Dir))
+	}
+	return append(argv, "--auth-strategy", "noauth")
 }
 
 // minAgents is the server's min_l3_agents_per_router (default 2).
@@ -556,7 +572,7 @@ func agentArgv(st *State, n Node, caps agentCaps) ([]string, error) {
 
 // labEntries are the names a lab creates in its directory; nothing else
 // there is ever removed (the directory may be one the user named).
-var labEntries = []string{stateFile, "agent-token", "server", "nodes", "logs"}
+var labEntries = []string{stateFile, "agent-token", "server", "nodes", "logs", "keystone", "server.conf", "clouds.yaml"}
 
 // cleanDir removes what the lab made in dir (with keepLogs, not the logs),
 // and dir itself if that leaves it empty.
@@ -610,19 +626,27 @@ func Down(o DownOptions) error {
 	}
 	if st != nil {
 		// Agents first (a graceful agent may still talk to the server), then
-		// the server.
-		var agents, servers []Process
+		// the server, then Keystone.
+		var agents, servers, keystones []Process
 		for _, p := range st.Processes {
-			if p.Name == "server" {
+			switch p.Name {
+			case "server":
 				servers = append(servers, p)
-			} else {
+			case "keystone":
+				if p.running() {
+					keystones = append(keystones, p)
+				}
+			default:
 				agents = append(agents, p)
 			}
 		}
-		for _, group := range [][]Process{agents, servers} {
+		for _, group := range [][]Process{agents, servers, keystones} {
 			if left := stopProcesses(group); len(left) > 0 {
 				errs = append(errs, fmt.Errorf("processes %v did not stop", left))
 			}
+		}
+		for _, p := range keystones {
+			stopKeystoneGroup(p)
 		}
 	}
 	// Whatever still runs in the lab's namespaces: pingers, keepalived,

@@ -178,7 +178,7 @@ func nvStartLab(t *testing.T, prefix, drivers, advert string, downTime int) *acc
 		t.Fatal(err)
 	}
 	l.st = st
-	l.api = apiFor(l.name)
+	l.api = apiFor(st)
 	return l
 }
 

@@ -40,6 +40,8 @@ type State struct {
 	// --agent-mode dvr: the compute node then runs a legacy agent that the
 	// lab set admin_state_up=false so that no router is scheduled on it.
 	ComputeAgentDisabled bool `json:"compute_agent_disabled,omitempty"`
+	// Keystone is set when the lab runs with Keystone (lab up --keystone).
+	Keystone *LabKeystone `json:"keystone,omitempty"`
 	// Processes are the daemons the lab started.
 	Processes []Process `json:"processes"`
 }
@@ -128,6 +130,16 @@ func (s *State) process(name string) (Process, bool) {
 }
 
 // setProcess records p, replacing a process of the same name.
+// daemons is how many processes a complete lab runs: the server, an agent
+// per node and, with Keystone, its uWSGI master.
+func (s *State) daemons() int {
+	n := 1 + len(Nodes)
+	if s.Keystone != nil {
+		n++
+	}
+	return n
+}
+
 func (s *State) setProcess(p Process) {
 	for i := range s.Processes {
 		if s.Processes[i].Name == p.Name {

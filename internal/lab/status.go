@@ -95,21 +95,24 @@ func Status(ctx context.Context, o Options) (*StatusReport, error) {
 			up = up && ps.Running
 			r.Processes = append(r.Processes, ps)
 		}
-		up = up && len(st.Processes) == 1+len(Nodes)
+		up = up && len(st.Processes) == st.daemons()
 	} else if len(nss) > 0 {
 		r.Notes = append(r.Notes, "no "+statePath(o.Dir)+": the lab's processes are unknown; `l3ha lab down` still removes everything")
 	}
 	r.Up = up
 	if have[NodeNamespace(o.Name, controllerNode().Name)] {
-		if err := r.fillAPI(ctx, o.Name); err != nil {
+		if st == nil {
+			st = &State{Name: o.Name}
+		}
+		if err := r.fillAPI(ctx, st); err != nil {
 			r.APIError = err.Error()
 		}
 	}
 	return r, nil
 }
 
-func (r *StatusReport) fillAPI(ctx context.Context, lab string) error {
-	api := apiFor(lab)
+func (r *StatusReport) fillAPI(ctx context.Context, st *State) error {
+	api := apiFor(st)
 	defer api.close()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

@@ -234,6 +234,10 @@ func oscFixedIPIn(v any, cidr string) bool {
 type oscClient struct {
 	t                     *testing.T
 	bin, url, token, home string
+	// cloud, when set, is a cloud of the clouds.yaml in home/.config/openstack:
+	// the client logs in to Keystone with a password and finds the network
+	// endpoint in the catalog instead of --os-token/--os-endpoint.
+	cloud string
 }
 
 // run runs `openstack --debug --os-token T --os-endpoint URL args...` with
@@ -243,7 +247,11 @@ type oscClient struct {
 func (c *oscClient) run(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	full := append([]string{"--debug", "--os-token", c.token, "--os-endpoint", c.url}, args...)
+	auth := []string{"--os-token", c.token, "--os-endpoint", c.url}
+	if c.cloud != "" {
+		auth = []string{"--os-cloud", c.cloud}
+	}
+	full := append(append([]string{"--debug"}, auth...), args...)
 	cmd := exec.CommandContext(ctx, c.bin, full...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + c.home, "LANG=C.UTF-8", "LC_ALL=C.UTF-8", "PYTHONDONTWRITEBYTECODE=1"}
 	cmd.Dir = c.home
