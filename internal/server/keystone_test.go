@@ -16,6 +16,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/layer3/routers"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/networks"
 
+	"github.com/l3ha/l3ha/internal/agentapi"
 	"github.com/l3ha/l3ha/internal/api"
 	"github.com/l3ha/l3ha/internal/keystone"
 	"github.com/l3ha/l3ha/internal/keystone/local"
@@ -251,6 +252,14 @@ func TestKeystoneBadTokensAreRefusedAndChangeNothing(t *testing.T) {
 		biCase{name: "beta token renames alpha's network", method: "PUT", path: "/v2.0/networks/" + netID, header: hdr(beta), body: `{"network": {"name": "pwn"}}`, status: 404, typ: "NetworkNotFound"},
 		biCase{name: "beta token deletes alpha's network", method: "DELETE", path: "/v2.0/networks/" + netID, header: hdr(beta), status: 404, typ: "NetworkNotFound"},
 	)
+	// The agent endpoint keeps its own shared secret: a Keystone token,
+	// even an admin's, opens nothing there.
+	adminTok := srv.token(t, srv.cloud.Admin)
+	hb := `{"host": "intruder", "agent_type": "L3 agent", "configurations": {}}`
+	for _, h := range []map[string]string{{"X-Auth-Token": adminTok}, {agentapi.TokenHeader: adminTok}} {
+		cases = append(cases, biCase{name: "keystone admin token on the agent endpoint", method: "POST", path: agentapi.PathHeartbeat,
+			header: h, body: hb, status: 401, typ: "HTTPUnauthorized", msg: "missing or invalid agent token"})
+	}
 	biSettleQuiet(t, srv.Instance)
 	for _, c := range cases {
 		biRunCase(t, srv.Instance, c)
