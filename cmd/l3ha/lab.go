@@ -114,6 +114,11 @@ func newLabUpCommand(common *labFlags) *cobra.Command {
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "lab %q is up (server %s inside %s; state in %s)\n",
 				st.Name, st.ServerURL, lab.NodeNamespace(st.Name, "net1"), st.Dir)
+			if st.Keystone != nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "try: ip netns exec %s env OS_CLIENT_CONFIG_FILE=%s openstack --os-cloud l3ha-admin network agent list\n",
+					lab.NodeNamespace(st.Name, "net1"), st.Keystone.CloudsYAML)
+				return nil
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "try: ip netns exec %s %s agent list --url %s\n",
 				lab.NodeNamespace(st.Name, "net1"), st.Binary, st.ServerURL)
 			return nil

@@ -72,16 +72,28 @@ func (e *apiError) Error() string {
 }
 
 // do sends a request with in as JSON body (unless nil) and decodes the
-// answer into out (unless nil).
+// answer into out (unless nil). With Keystone, a 401 (the remembered token
+// expired or was revoked) is retried once with a fresh token.
 func (c *apiClient) do(ctx context.Context, method, path string, in, out any) error {
-	err := c.doOnce(ctx, method, path, in, out, false)
-	if ae, ok := err.(*apiError); ok && ae.Status == http.StatusUnauthorized && c.token != nil {
-		return c.doOnce(ctx, method, path, in, out, true)
+	if c.token == nil {
+		return c.send(ctx, method, path, in, out, "")
+	}
+	tok, err := c.token(ctx, false)
+	if err != nil {
+		return err
+	}
+	err = c.send(ctx, method, path, in, out, tok)
+	if ae, ok := err.(*apiError); ok && ae.Status == http.StatusUnauthorized {
+		if tok, err = c.token(ctx, true); err != nil {
+			return fmt.Errorf("%w (after %s %s answered 401)", err, method, path)
+		}
+		return c.send(ctx, method, path, in, out, tok)
 	}
 	return err
 }
 
-func (c *apiClient) doOnce(ctx context.Context, method, path string, in, out any, freshToken bool) error {
+// send makes one request, with token (unless "") as X-Auth-Token.
+func (c *apiClient) send(ctx context.Context, method, path string, in, out any, token string) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -99,12 +111,8 @@ func (c *apiClient) doOnce(ctx context.Context, method, path string, in, out any
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if c.token != nil {
-		tok, err := c.token(ctx, freshToken)
-		if err != nil {
-			return err
-		}
-		req.Header.Set("X-Auth-Token", tok)
+	if token != "" {
+		req.Header.Set("X-Auth-Token", token)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -234,9 +242,11 @@ func (c *apiClient) findByName(ctx context.Context, collection, name string, ext
 	return "", nil
 }
 
-// ping checks that the server answers HTTP (any status below 500).
+// ping checks that the server answers HTTP (any status below 500). It
+// sends no token: a 401 is an answer too, and the server's readiness does
+// not wait for a Keystone login.
 func (c *apiClient) ping(ctx context.Context) error {
-	err := c.do(ctx, http.MethodGet, "/", nil, nil)
+	err := c.send(ctx, http.MethodGet, "/", nil, nil, "")
 	if ae, ok := err.(*apiError); ok && ae.Status < 500 {
 		return nil
 	}

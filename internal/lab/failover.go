@@ -122,8 +122,8 @@ func Failover(ctx context.Context, o FailoverOptions) (res *Result, err error) {
 	}
 	switch {
 	case report.Up:
-		if (o.HADriver != "" && o.HADriver != st.HADriver) || (o.AdvertInt != "" && o.AdvertInt != st.AdvertInt) || o.Dataplane != st.Dataplane {
-			o.sayf("note: lab %q is up already and keeps its settings (dataplane %s, ha driver %q, advert interval %q)", o.Name, st.Dataplane, st.HADriver, st.AdvertInt)
+		if (o.HADriver != "" && o.HADriver != st.HADriver) || (o.AdvertInt != "" && o.AdvertInt != st.AdvertInt) || o.Dataplane != st.Dataplane || (o.Keystone && st.Keystone == nil) {
+			o.sayf("note: lab %q is up already and keeps its settings (dataplane %s, ha driver %q, advert interval %q, keystone %v)", o.Name, st.Dataplane, st.HADriver, st.AdvertInt, st.Keystone != nil)
 		}
 	case len(report.Namespaces) == 0 && !anyRunning(st):
 		o.sayf("lab %q is not up: bringing it up", o.Name)

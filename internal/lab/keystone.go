@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/l3ha/l3ha/internal/keystone/local"
@@ -66,13 +65,15 @@ func startKeystone(ctx context.Context, o *Options, st *State) error {
 	if err != nil {
 		return err
 	}
+	// Recorded before anything else can fail: Down stops it by this
+	// record (or, should `lab up` die first, by its --chdir).
 	p := Process{Name: "keystone", Node: controllerNode().Name, Namespace: ns, PID: ks.PID(), Log: ks.LogPath()}
-	if argv, err := cmdlineOf(p.PID); err == nil {
-		p.Argv = argv
+	argv, aerr := cmdlineOf(p.PID)
+	start, serr := procStartTime(p.PID)
+	if aerr != nil || serr != nil {
+		return fmt.Errorf("keystone (uwsgi pid %d) exited once it had started; see %s", p.PID, keystoneDir(o.Dir))
 	}
-	if start, err := procStartTime(p.PID); err == nil {
-		p.StartTime = start
-	}
+	p.Argv, p.StartTime = argv, start
 	st.setProcess(p)
 	if err := st.Save(); err != nil {
 		return err
@@ -108,15 +109,45 @@ project_domain_name = Default
 	return st.Save()
 }
 
-// stopKeystoneGroup ends what is left of the Keystone's process group
-// (uWSGI's workers) once its master, recorded as p and found running by
-// Down, was stopped: the group id is the master's pid (uWSGI starts in a
-// session of its own).
-func stopKeystoneGroup(p Process) {
-	if p.PID <= 0 {
+// keystonePIDs returns the processes of the lab's Keystone (its uWSGI
+// master and workers, whose command line has --chdir <dir>/keystone, which
+// no other process's has); with only, it looks at those pids alone.
+func keystonePIDs(dir string, only ...int) []int {
+	return pidsWithArgs("--chdir", keystoneDir(dir), only...)
+}
+
+// stopKeystoneStrays stops what runs of the lab's Keystone (whether Down
+// stopped its recorded master already or its record was lost) and returns
+// the pids that are left. Workers that the master respawned meanwhile are
+// found by the next round.
+func stopKeystoneStrays(o Options) []int {
+	for range 3 {
+		pids := keystonePIDs(o.Dir)
+		if len(pids) == 0 {
+			return nil
+		}
+		o.sayf("stopping %d keystone process(es) of the lab: %v", len(pids), pids)
+		stopPIDs(pids, func(pid int) bool { return len(keystonePIDs(o.Dir, pid)) == 1 }, 5*time.Second)
+	}
+	return keystonePIDs(o.Dir)
+}
+
+// keepKeystoneLogs moves Keystone's logs (keystone.log, uwsgi.log and
+// keystone-manage.log in <dir>/keystone, which cleanDir removes with the
+// database and the keys) into <dir>/logs, for `lab down --keep-logs` and a
+// failed `lab up`.
+func keepKeystoneLogs(dir string) {
+	logs, _ := filepath.Glob(filepath.Join(keystoneDir(dir), "*.log"))
+	if len(logs) == 0 || os.MkdirAll(filepath.Join(dir, "logs"), 0o755) != nil {
 		return
 	}
-	_ = syscall.Kill(-p.PID, syscall.SIGKILL)
+	for _, l := range logs {
+		name := filepath.Base(l)
+		if !strings.HasPrefix(name, "keystone") {
+			name = "keystone-" + name // uwsgi.log
+		}
+		_ = os.Rename(l, filepath.Join(dir, "logs", name))
+	}
 }
 
 // keystoneLogin returns the lab's way to get a token for its own API calls:

@@ -19,6 +19,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/l3ha/l3ha/internal/keystone/local"
 )
 
 // DefaultRunDir is the parent of the default lab directories.
@@ -170,6 +172,17 @@ func Up(ctx context.Context, o Options) (*State, error) {
 			}
 		}
 	}
+	// A Keystone whose record was lost still uses <dir>/keystone, which
+	// cleanDir is about to remove.
+	if pids := keystonePIDs(o.Dir); len(pids) > 0 {
+		return nil, fmt.Errorf("lab %q still has keystone processes running (pids %v): run `l3ha lab down --name %s` first", o.Name, pids, o.Name)
+	}
+	if o.Keystone {
+		// Before any namespace exists.
+		if err := local.Available(); err != nil {
+			return nil, fmt.Errorf("lab --keystone: %w", err)
+		}
+	}
 	// A fresh lab: no database or agent state from an earlier one.
 	if err := cleanDir(o.Dir, true); err != nil {
 		return nil, err
@@ -266,6 +279,7 @@ func up(ctx context.Context, o *Options) (*State, error) {
 		}
 	}
 	var registered []apiAgent
+	var lastErr error // the API's last refusal, for a timeout's message
 	if err := waitFor(ctx, 30*time.Second, "every agent to register", func() (bool, error) {
 		for _, p := range agents {
 			if !p.running() {
@@ -275,7 +289,7 @@ func up(ctx context.Context, o *Options) (*State, error) {
 		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
 		list, err := api.agents(actx)
-		if err != nil {
+		if lastErr = err; err != nil {
 			return false, nil
 		}
 		alive := 0
@@ -290,6 +304,9 @@ func up(ctx context.Context, o *Options) (*State, error) {
 		registered = list
 		return alive == len(Nodes), nil
 	}); err != nil {
+		if lastErr != nil {
+			err = fmt.Errorf("%w (last API error: %v)", err, lastErr)
+		}
 		return nil, err
 	}
 	if !caps.dvr {
@@ -624,29 +641,27 @@ func Down(o DownOptions) error {
 	if err != nil {
 		opts.sayf("ignoring unreadable state file: %v", err)
 	}
+	// Agents first (a graceful agent may still talk to the server), then
+	// the server, and Keystone last, after the sweeps below (a server whose
+	// record was lost among them): the requests a server finishes while it
+	// stops still have their tokens validated.
+	var keystones []Process
 	if st != nil {
-		// Agents first (a graceful agent may still talk to the server), then
-		// the server, then Keystone.
-		var agents, servers, keystones []Process
+		var agents, servers []Process
 		for _, p := range st.Processes {
 			switch p.Name {
 			case "server":
 				servers = append(servers, p)
 			case "keystone":
-				if p.running() {
-					keystones = append(keystones, p)
-				}
+				keystones = append(keystones, p)
 			default:
 				agents = append(agents, p)
 			}
 		}
-		for _, group := range [][]Process{agents, servers, keystones} {
+		for _, group := range [][]Process{agents, servers} {
 			if left := stopProcesses(group); len(left) > 0 {
 				errs = append(errs, fmt.Errorf("processes %v did not stop", left))
 			}
-		}
-		for _, p := range keystones {
-			stopKeystoneGroup(p)
 		}
 	}
 	// Whatever still runs in the lab's namespaces: pingers, keepalived,
@@ -682,6 +697,18 @@ func Down(o DownOptions) error {
 			return len(pidsWithArgs("--agent-token-file", tokenPath(opts.Dir), pid)) == 1
 		}, 5*time.Second)
 	}
+	if left := stopProcesses(keystones); len(left) > 0 {
+		errs = append(errs, fmt.Errorf("processes %v did not stop", left))
+	}
+	// Keystone's uWSGI runs in the root namespace (only its socket is in
+	// the controller's), so the sweeps above do not see it: what is left
+	// of it (workers of the master stopped above, or a master whose record
+	// was lost: `lab up` died while Keystone started) is found by its
+	// --chdir <dir>/keystone. A uWSGI left running would also keep the
+	// controller's namespace alive, unnamed, after it was deleted.
+	if left := stopKeystoneStrays(opts); len(left) > 0 {
+		errs = append(errs, fmt.Errorf("keystone processes %v did not stop", left))
+	}
 	nss, err := existingNamespaces(opts.Name)
 	if err != nil {
 		errs = append(errs, err)
@@ -699,6 +726,9 @@ func Down(o DownOptions) error {
 	}
 	if left, err := existingNamespaces(opts.Name); err == nil && len(left) > 0 {
 		errs = append(errs, fmt.Errorf("namespaces left: %s", strings.Join(left, " ")))
+	}
+	if o.KeepLogs {
+		keepKeystoneLogs(opts.Dir)
 	}
 	if err := cleanDir(opts.Dir, o.KeepLogs); err != nil {
 		errs = append(errs, err)

@@ -229,6 +229,26 @@ func TestServerArgv(t *testing.T) {
 			t.Errorf("server argv %q lacks %q", s, want)
 		}
 	}
+	if !strings.HasSuffix(s, " --auth-strategy noauth") || strings.Contains(s, "--config-file") {
+		t.Errorf("server argv without keystone %q: want --auth-strategy noauth and no --config-file", s)
+	}
+
+	// With Keystone the server reads auth_strategy and [keystone_authtoken]
+	// (the service user's password) from <dir>/server.conf: nothing of it
+	// on the command line, where ps would show it.
+	st.Keystone = &LabKeystone{URL: "http://127.0.0.1:5000", AdminUser: "admin-alpha", AdminPassword: "secret", AdminProject: "alpha"}
+	ks := serverArgv(st)
+	if n := len(ks); n < 2 || ks[n-2] != "--config-file" || ks[n-1] != "/d/server.conf" {
+		t.Errorf("server argv with keystone %q: want --config-file /d/server.conf at the end", ks)
+	}
+	for _, a := range ks {
+		if a == "--auth-strategy" || a == "noauth" || strings.Contains(a, "secret") || strings.Contains(a, "127.0.0.1:5000") {
+			t.Errorf("server argv with keystone %q has %q", ks, a)
+		}
+	}
+	if got, want := strings.Join(ks[:len(ks)-2], " "), strings.TrimSuffix(s, " --auth-strategy noauth"); got != want {
+		t.Errorf("server argv with keystone %q, want the same flags as without (%q)", got, want)
+	}
 }
 
 func TestParseStat(t *testing.T) {

@@ -129,7 +129,6 @@ func (s *State) process(name string) (Process, bool) {
 	return Process{}, false
 }
 
-// setProcess records p, replacing a process of the same name.
 // daemons is how many processes a complete lab runs: the server, an agent
 // per node and, with Keystone, its uWSGI master.
 func (s *State) daemons() int {
@@ -140,6 +139,7 @@ func (s *State) daemons() int {
 	return n
 }
 
+// setProcess records p, replacing a process of the same name.
 func (s *State) setProcess(p Process) {
 	for i := range s.Processes {
 		if s.Processes[i].Name == p.Name {

@@ -114,7 +114,13 @@ func Status(ctx context.Context, o Options) (*StatusReport, error) {
 func (r *StatusReport) fillAPI(ctx context.Context, st *State) error {
 	api := apiFor(st)
 	defer api.close()
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	timeout := 5 * time.Second
+	if st.Keystone != nil {
+		// A password login and the server's first validation of its token,
+		// on Keystone's one worker: seconds on a loaded machine.
+		timeout = 15 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	agents, err := api.agents(ctx)
 	if err != nil {
