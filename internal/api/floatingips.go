@@ -21,6 +21,7 @@ func init() {
 		},
 		load: (*API).loadFIPs, get: (*API).getFIP,
 		create: (*API).createFIP, update: (*API).updateFIP, delete: (*API).deleteFIP,
+		sample: func() map[string]any { return fipView(&store.FloatingIP{}, nil) },
 	})
 }
 
@@ -215,7 +216,7 @@ func (a *API) createFIP(ctx context.Context, id Identity, body map[string]json.R
 		}
 	}
 	var view map[string]any
-	_, err := a.db.Write(ctx, func(tx *store.Tx) error {
+	err := a.write(ctx, func(tx *store.Tx) error {
 		n, err := visibleNetwork(tx, id, f.FloatingNetworkID)
 		if err != nil {
 			return err

@@ -40,6 +40,9 @@ func FuzzAPIRequestBodies(f *testing.F) {
 		`{"router":{"routes":[{"destination":"10.0.0.0/33","nexthop":"a"}]}}`,
 		`{"floatingip":{"floating_network_id":[1,2]}}`,
 		`{"subnet_id":{}}`, `[]`, `null`, `{"router":null}`, `{"router":{"admin_state_up":false,"ha":false}}`,
+		// Bulk creation: items bare or wrapped, bad items, a non-list.
+		`{"networks":[{"name":"a"},{"network":{"name":"b"}}]}`, `{"subnets":[{"network":{}},7]}`,
+		`{"ports":{"network_id":"x"}}`, `{"routers":[null]}`, `{"floatingips":[]}`,
 	}
 	for i, s := range seeds {
 		f.Add(uint8(i), s)

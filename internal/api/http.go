@@ -197,11 +197,8 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request) {
 				err = errMethod
 				break
 			}
-			var body map[string]json.RawMessage
-			if body, err = readResourceBody(r, res.singular); err == nil {
-				status = http.StatusCreated
-				out, err = res.create(a, ctx, id, body)
-			}
+			status = http.StatusCreated
+			out, err = a.create(ctx, id, res, r)
 		case http.MethodDelete:
 			err = res.notFound("None")
 		default:

@@ -24,6 +24,7 @@ func init() {
 		},
 		load: (*API).loadNetworks, get: (*API).getNetwork,
 		create: (*API).createNetwork, update: (*API).updateNetwork, delete: (*API).deleteNetwork,
+		sample: func() map[string]any { return networkView(&store.Network{External: true}, nil, true) },
 	})
 	register(&resource{
 		collection: "subnets", singular: "subnet",
@@ -32,6 +33,7 @@ func init() {
 		},
 		load: (*API).loadSubnets, get: (*API).getSubnet,
 		create: (*API).createSubnet, update: (*API).updateSubnet, delete: (*API).deleteSubnet,
+		sample: func() map[string]any { return subnetView(&store.Subnet{}) },
 	})
 }
 
@@ -188,7 +190,7 @@ func (a *API) createNetwork(ctx context.Context, id Identity, body map[string]js
 		}
 		n.MTU = mtu
 	}
-	_, err := a.db.Write(ctx, func(tx *store.Tx) error {
+	err := a.write(ctx, func(tx *store.Tx) error {
 		switch n.NetworkType {
 		case "vxlan":
 			if in.has("provider:segmentation_id") {
@@ -290,6 +292,20 @@ func (a *API) deleteNetwork(ctx context.Context, id Identity, netID string) erro
 		if err != nil {
 			return err
 		}
+		// Floating IPs that point at nothing go with their external
+		// network, as in Neutron; associated ones keep it in use.
+		fips, err := tx.ListFloatingIPs(store.Where{"floating_network_id": n.ID, "fixed_port_id": nil})
+		if err != nil {
+			return err
+		}
+		for _, f := range fips {
+			if err := tx.DeleteFloatingIP(f.ID); err != nil {
+				return err
+			}
+			if err := tx.DeletePort(f.FloatingPortID); err != nil {
+				return err
+			}
+		}
 		ports, err := tx.ListPorts(store.Where{"network_id": n.ID})
 		if err != nil {
 			return err
@@ -380,7 +396,7 @@ func (a *API) loadSubnets(tx *store.Tx, id Identity) ([]map[string]any, error) {
 	}
 	var out []map[string]any
 	for _, s := range subs {
-		if id.Admin || s.ProjectID == id.ProjectID || nets[s.NetworkID] != nil && networkVisible(id, nets[s.NetworkID]) && nets[s.NetworkID].ProjectID != "" {
+		if id.Admin || s.ProjectID == id.ProjectID || nets[s.NetworkID] != nil && subnetsVisible(id, nets[s.NetworkID]) {
 			out = append(out, subnetView(s))
 		}
 	}
@@ -399,10 +415,19 @@ func visibleSubnet(tx *store.Tx, id Identity, subID string) (*store.Subnet, erro
 		return s, nil
 	}
 	n, err := tx.GetNetwork(s.NetworkID)
-	if err != nil || !networkVisible(id, n) || n.ProjectID == "" {
+	if err != nil || !subnetsVisible(id, n) {
 		return nil, notFoundSubnet(subID)
 	}
 	return s, nil
+}
+
+// subnetsVisible reports whether a tenant sees the subnets of a network it
+// does not own them on: those of its own networks and of shared ones
+// (Neutron's get_subnet: admin, owner or shared). An external network's
+// subnets are not shown to other projects unless it is shared too, nor are
+// HA networks' (whose project is empty).
+func subnetsVisible(id Identity, n *store.Network) bool {
+	return id.Admin || n.Shared || n.ProjectID != "" && n.ProjectID == id.ProjectID
 }
 
 func (a *API) getSubnet(tx *store.Tx, id Identity, subID string) (map[string]any, error) {
@@ -498,7 +523,7 @@ func (a *API) createSubnet(ctx context.Context, id Identity, body map[string]jso
 	} else if err := ipam.ValidatePools(prefix, gw, s.AllocationPools); err != nil {
 		return nil, invalidInput("%s", err.Error())
 	}
-	_, err := a.db.Write(ctx, func(tx *store.Tx) error {
+	err := a.write(ctx, func(tx *store.Tx) error {
 		n, err := visibleNetwork(tx, id, s.NetworkID)
 		if err != nil {
 			return err

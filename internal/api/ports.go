@@ -23,6 +23,7 @@ func init() {
 		},
 		load: (*API).loadPorts, get: (*API).getPort,
 		create: (*API).createPort, update: (*API).updatePort, delete: (*API).deletePort,
+		sample: func() map[string]any { return portView(&store.Port{}, true) },
 	})
 }
 
@@ -104,7 +105,7 @@ func (a *API) getPort(tx *store.Tx, id Identity, portID string) (map[string]any,
 var portAttrs = map[string]attr{
 	"name": {post: true, put: true}, "description": {post: true, put: true},
 	"network_id": {post: true}, "admin_state_up": {post: true, put: true},
-	"mac_address": {post: true, adminOnly: true}, "fixed_ips": {post: true, put: true},
+	"mac_address": {post: true}, "fixed_ips": {post: true, put: true},
 	"device_id": {post: true, put: true}, "device_owner": {post: true, put: true},
 	"binding:host_id": {post: true, put: true, adminOnly: true}, "binding:vnic_type": {post: true, put: true},
 	"binding:profile": {post: true, put: true, adminOnly: true},
@@ -213,10 +214,14 @@ func (a *API) createPort(ctx context.Context, id Identity, body map[string]json.
 	}
 	generatedMAC := p.MACAddress == ""
 	var view map[string]any
-	_, err := a.db.Write(ctx, func(tx *store.Tx) error {
+	err := a.write(ctx, func(tx *store.Tx) error {
 		n, err := visibleNetwork(tx, id, p.NetworkID)
 		if err != nil {
 			return err
+		}
+		if !generatedMAC && !id.Admin && n.ProjectID != id.ProjectID {
+			// create_port:mac_address is admin_or_network_owner.
+			return policyDenied("(rule:create_port and rule:create_port:mac_address)")
 		}
 		if !owns(id, n.ProjectID) && !n.Shared {
 			return policyDenied("rule:create_port")
@@ -268,10 +273,7 @@ func (a *API) updatePort(ctx context.Context, id Identity, portID string, body m
 		if err != nil {
 			return err
 		}
-		owner := p.DeviceOwner
-		if routerOwned(owner) && (in.has("fixed_ips") || in.has("device_owner") || in.has("device_id")) {
-			return errf(http.StatusConflict, "L3PortIPChangeNotAllowed", "Port %s is owned by the L3 service (device owner %s): its fixed IPs, device_id and device_owner cannot be changed directly.", p.ID, owner)
-		}
+		owner, device := p.DeviceOwner, p.DeviceID
 		for _, err := range []*Error{
 			in.str("name", 255, &p.Name), in.str("description", 255, &p.Description),
 			in.boolean("admin_state_up", &p.AdminStateUp), in.str("device_id", 255, &p.DeviceID),
@@ -281,6 +283,9 @@ func (a *API) updatePort(ctx context.Context, id Identity, portID string, body m
 				return err
 			}
 		}
+		if routerOwned(owner) && (p.DeviceOwner != owner || p.DeviceID != device) {
+			return errf(http.StatusConflict, "L3PortIPChangeNotAllowed", "Port %s is owned by the L3 service (device owner %s): its device_id and device_owner cannot be changed directly.", p.ID, owner)
+		}
 		if routerOwned(p.DeviceOwner) && p.DeviceOwner != owner {
 			return badRequest("Bad request: device_owner %s is reserved for ports the L3 service creates.", p.DeviceOwner)
 		}
@@ -289,9 +294,20 @@ func (a *API) updatePort(ctx context.Context, id Identity, portID string, body m
 			if err := in.decode("fixed_ips", &reqs, "a valid list of fixed IPs"); err != nil {
 				return err
 			}
-			// Free the old addresses first so a port may keep some of them.
 			old := p.FixedIPs
-			p.FixedIPs = nil
+			kept, add := changedFixedIPs(old, reqs)
+			if len(add) > 0 || len(kept) != len(old) {
+				switch owner {
+				case ha.OwnerRouterInterface, ha.OwnerReplicatedInterface, ha.OwnerHAInterface:
+					// Neutron's l3-port-ip-change-not-allowed.
+					return errf(http.StatusBadRequest, "BadRequest", "Bad ports request: IP updates for port %s are not allowed.", p.ID)
+				case ha.OwnerRouterGateway, ha.OwnerFloatingIP:
+					return errf(http.StatusConflict, "L3PortIPChangeNotAllowed", "Port %s is owned by the L3 service (device owner %s): its fixed IPs cannot be changed directly.", p.ID, owner)
+				}
+			}
+			// Free the dropped addresses first, so that the new ones may
+			// take them over.
+			p.FixedIPs = kept
 			if err := tx.UpdatePort(p); err != nil {
 				return err
 			}
@@ -300,9 +316,11 @@ func (a *API) updatePort(ctx context.Context, id Identity, portID string, body m
 			if err != nil {
 				return err
 			}
-			if p.FixedIPs, err = allocateFixedIPs(tx, n, reqs, true); err != nil {
+			added, err := allocateFixedIPs(tx, n, add, true)
+			if err != nil {
 				return err
 			}
+			p.FixedIPs = append(kept, added...)
 			if err := checkFixedIPsNotUsedByFIP(tx, p, old); err != nil {
 				return err
 			}
@@ -317,6 +335,50 @@ func (a *API) updatePort(ctx context.Context, id Identity, portID string, body m
 		return nil, err
 	}
 	return map[string]any{"port": view}, nil
+}
+
+// changedFixedIPs splits a port update's fixed_ips request the way
+// Neutron's IPAM does: an entry naming an address the port has keeps it, an
+// entry naming only a subnet the port has an address on keeps that address,
+// anything else is to be allocated; the port's other addresses are dropped.
+func changedFixedIPs(old []store.FixedIP, reqs []fixedIPRequest) (kept []store.FixedIP, add []fixedIPRequest) {
+	claimed := make([]bool, len(old))
+	for _, req := range reqs {
+		if req.IPAddress == "" {
+			continue
+		}
+		found := false
+		for i, ip := range old {
+			if !claimed[i] && ip.IPAddress == req.IPAddress {
+				claimed[i], found = true, true
+				break
+			}
+		}
+		if !found {
+			add = append(add, req)
+		}
+	}
+	for _, req := range reqs {
+		if req.IPAddress != "" {
+			continue
+		}
+		found := false
+		for i, ip := range old {
+			if !claimed[i] && req.SubnetID != "" && ip.SubnetID == req.SubnetID {
+				claimed[i], found = true, true
+				break
+			}
+		}
+		if !found {
+			add = append(add, req)
+		}
+	}
+	for i, ip := range old {
+		if claimed[i] {
+			kept = append(kept, ip)
+		}
+	}
+	return kept, add
 }
 
 // checkFixedIPsNotUsedByFIP refuses to drop an address a floating IP maps to.

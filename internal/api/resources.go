@@ -25,6 +25,9 @@ type resource struct {
 	create func(a *API, ctx context.Context, id Identity, body map[string]json.RawMessage) (any, error)
 	update func(a *API, ctx context.Context, id Identity, memberID string, body map[string]json.RawMessage) (any, error)
 	delete func(a *API, ctx context.Context, id Identity, memberID string) error
+	// sample renders an object of the collection as an admin sees it:
+	// its keys are the attributes a list may be filtered on.
+	sample func() map[string]any
 }
 
 var resourceOrder = []string{"networks", "subnets", "ports", "routers", "floatingips", "agents"}
@@ -44,6 +47,9 @@ func (a *API) list(ctx context.Context, id Identity, res *resource, r *http.Requ
 		return nil, err
 	}
 	q := r.URL.Query()
+	if err := validateFilters(res, q); err != nil {
+		return nil, err
+	}
 	objs, err = applyFilters(objs, q)
 	if err != nil {
 		return nil, err
@@ -89,6 +95,26 @@ func (a *API) show(ctx context.Context, id Identity, res *resource, memberID str
 		return nil, err
 	}
 	return map[string]any{res.singular: selectFields(obj, r.URL.Query()["fields"])}, nil
+}
+
+// validateFilters refuses filters on attributes the collection does not
+// have, as Neutron does with the filter-validation extension:
+// "['name'] is invalid attribute for filtering". Every attribute an admin
+// sees may be filtered on (a superset of Neutron's filterable ones); one
+// the caller does not see matches nothing (applyFilters).
+func validateFilters(res *resource, q url.Values) *Error {
+	known := res.sample()
+	var invalid []string
+	for k := range q {
+		if _, ok := known[k]; !ok && !nonFilterParams[k] {
+			invalid = append(invalid, "'"+k+"'")
+		}
+	}
+	if len(invalid) == 0 {
+		return nil
+	}
+	sort.Strings(invalid)
+	return badRequest("[%s] is invalid attribute for filtering", strings.Join(invalid, ", "))
 }
 
 var nonFilterParams = map[string]bool{"fields": true, "limit": true, "marker": true, "sort_key": true, "sort_dir": true, "page_reverse": true}
@@ -158,22 +184,35 @@ func matchValue(v any, vals []string) bool {
 	return false
 }
 
-// matchFixedIPs handles ports?fixed_ips=ip_address=X&fixed_ips=subnet_id=Y.
+// matchFixedIPs handles ports?fixed_ips=ip_address=X&fixed_ips=subnet_id=Y
+// (and ip_address_substr=Z, the ip-substring-filtering extension) as
+// Neutron's query does: some one address of the port matches every key
+// given, and a key given several times matches any of its values.
 func matchFixedIPs(v any, vals []string) bool {
 	ips, _ := v.([]store.FixedIP)
+	want := map[string][]string{}
 	for _, f := range vals {
-		key, want, _ := strings.Cut(f, "=")
-		found := false
-		for _, ip := range ips {
-			if key == "ip_address" && ip.IPAddress == want || key == "subnet_id" && ip.SubnetID == want {
-				found = true
+		key, val, _ := strings.Cut(f, "=")
+		want[key] = append(want[key], val)
+	}
+	matches := func(got string, vals []string, substr bool) bool {
+		if vals == nil {
+			return true
+		}
+		for _, w := range vals {
+			if got == w || substr && strings.Contains(got, w) {
+				return true
 			}
 		}
-		if !found {
-			return false
+		return false
+	}
+	for _, ip := range ips {
+		if matches(ip.IPAddress, want["ip_address"], false) && matches(ip.SubnetID, want["subnet_id"], false) &&
+			matches(ip.IPAddress, want["ip_address_substr"], true) {
+			return true
 		}
 	}
-	return true
+	return false
 }
 
 func selectFields(o map[string]any, fields []string) map[string]any {
@@ -219,4 +258,84 @@ func strOrNil(p *string) any {
 		return nil
 	}
 	return *p
+}
+
+// create is POST on a collection: one object ({"network": {...}}) or, in
+// bulk, several ({"networks": [{...}, {...}]}, each item bare or wrapped in
+// its singular key). A bulk request is one transaction, all or nothing, as
+// Neutron's ML2 native bulk: when one object cannot be created none is.
+func (a *API) create(ctx context.Context, id Identity, res *resource, r *http.Request) (any, error) {
+	outer, err := readRawBody(r)
+	if err != nil {
+		return nil, err
+	}
+	rawList, bulk := outer[res.collection]
+	if !bulk {
+		raw, ok := outer[res.singular]
+		if !ok {
+			return nil, badRequest("Unable to find '%s' in request body", res.singular)
+		}
+		body, err := decodeObject(raw)
+		if err != nil {
+			return nil, err
+		}
+		return res.create(a, ctx, id, body)
+	}
+	var items []json.RawMessage
+	if err := json.Unmarshal(rawList, &items); err != nil {
+		return nil, badRequest("Body contains invalid data")
+	}
+	if len(items) == 0 {
+		return nil, badRequest("Resources required")
+	}
+	bodies := make([]map[string]json.RawMessage, 0, len(items))
+	for _, raw := range items {
+		body, err := decodeObject(raw)
+		if err != nil {
+			return nil, err
+		}
+		if inner, ok := body[res.singular]; ok {
+			if body, err = decodeObject(inner); err != nil {
+				return nil, err
+			}
+		}
+		bodies = append(bodies, body)
+	}
+	var created []any
+	_, err = a.db.Write(ctx, func(tx *store.Tx) error {
+		created = make([]any, 0, len(bodies))
+		inTx := context.WithValue(ctx, txKey{}, tx)
+		for _, body := range bodies {
+			out, err := res.create(a, inTx, id, body)
+			if err != nil {
+				return err
+			}
+			created = append(created, out.(map[string]any)[res.singular])
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{res.collection: created}, nil
+}
+
+type txKey struct{}
+
+// write runs fn in the transaction of the bulk request ctx belongs to, or
+// in a write transaction of its own.
+func (a *API) write(ctx context.Context, fn func(*store.Tx) error) error {
+	if tx, ok := ctx.Value(txKey{}).(*store.Tx); ok {
+		return fn(tx)
+	}
+	_, err := a.db.Write(ctx, fn)
+	return err
+}
+
+func decodeObject(raw json.RawMessage) (map[string]json.RawMessage, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil || m == nil {
+		return nil, badRequest("Body contains invalid data")
+	}
+	return m, nil
 }

@@ -22,6 +22,7 @@ func init() {
 		},
 		load: (*API).loadRouters, get: (*API).getRouter,
 		create: (*API).createRouter, update: (*API).updateRouter, delete: (*API).deleteRouter,
+		sample: func() map[string]any { return routerView(&store.Router{}, &routerContext{}, true) },
 	})
 }
 
@@ -242,7 +243,7 @@ func (a *API) createRouter(ctx context.Context, id Identity, body map[string]jso
 		}
 	}
 	var view map[string]any
-	_, err := a.db.Write(ctx, func(tx *store.Tx) error {
+	err := a.write(ctx, func(tx *store.Tx) error {
 		r.Status = "ACTIVE"
 		if r.HA {
 			if err := a.ha.CheckEnoughAgents(tx); err != nil {

@@ -1015,8 +1015,9 @@ func TestHAPortsAreProtectedFromUsers(t *testing.T) {
 				status int
 			}{
 				{"admin deletes it", admin, "DELETE", nil, http.StatusConflict},
-				{"admin re-addresses it", admin, "PUT", haBody("port", haObj{"fixed_ips": []haObj{{"subnet_id": sub, "ip_address": otherIP}}}), http.StatusConflict},
-				{"admin empties its addresses", admin, "PUT", haBody("port", haObj{"fixed_ips": []haObj{}}), http.StatusConflict},
+				// Neutron's l3-port-ip-change-not-allowed: 400.
+				{"admin re-addresses it", admin, "PUT", haBody("port", haObj{"fixed_ips": []haObj{{"subnet_id": sub, "ip_address": otherIP}}}), http.StatusBadRequest},
+				{"admin empties its addresses", admin, "PUT", haBody("port", haObj{"fixed_ips": []haObj{}}), http.StatusBadRequest},
 				{"admin changes its owner", admin, "PUT", haBody("port", haObj{"device_owner": "compute:nova"}), http.StatusConflict},
 				{"tenant reads it", demo, "GET", nil, http.StatusNotFound},
 				{"tenant deletes it", demo, "DELETE", nil, http.StatusNotFound},
