@@ -93,8 +93,9 @@ func (s *Set) Resolve() (*Values, error) {
 	file, anySection := map[string]string{}, map[string]string{}
 	for _, path := range paths {
 		// oslo.config has no inline comments: a '#' belongs to the value
-		// (passwords may hold one).
-		f, err := ini.LoadSources(ini.LoadOptions{IgnoreInlineComment: true}, path)
+		// (passwords may hold one); nor backslash continuations: a value
+		// ending in a backslash keeps it and does not swallow the next line.
+		f, err := ini.LoadSources(ini.LoadOptions{IgnoreInlineComment: true, IgnoreContinuation: true}, path)
 		if err != nil {
 			return nil, fmt.Errorf("reading config file %s: %w", path, err)
 		}
@@ -154,6 +155,17 @@ func (v *Values) Unknown() []string { return v.unknown }
 // Set reports whether an option was given (flag, environment or file)
 // rather than left at its default.
 func (v *Values) Set(key string) bool { return v.source[key] != "default" }
+
+// rank orders the sources by precedence.
+var rank = map[string]int{"default": 0, "config file": 1, "environment": 2, "flag": 3}
+
+// Outranks reports whether key was given by a source of at least the
+// precedence of other's (flag > environment > config file > default): for
+// an option that sets a part of another, such as bind_host of bind, whether
+// the part should win.
+func (v *Values) Outranks(key, other string) bool {
+	return rank[v.source[key]] >= rank[v.source[other]]
+}
 
 func (v *Values) fail(name, want string) {
 	v.errs = append(v.errs, fmt.Sprintf("option %s=%q (from %s): %s", name, v.raw[name], v.source[name], want))

@@ -116,3 +116,68 @@ func TestSectionedOptionsReadOnlyTheirSectionAndAliases(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// oslo.config has no backslash continuation lines: a password ending in a
+// backslash is kept as it is, and the next line is an option of its own.
+func TestTrailingBackslashIsPartOfTheValue(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "neutron.conf")
+	if err := os.WriteFile(file, []byte("[keystone_authtoken]\npassword = se\\cret\\\nusername = neutron\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	s := New(fs, []Option{{Name: "password", Section: "keystone_authtoken"}, {Name: "username", Section: "keystone_authtoken"}})
+	s.env = func(string) (string, bool) { return "", false }
+	if err := fs.Parse([]string{"--config-file", file}); err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := v.String("keystone_authtoken.password"), `se\cret\`; got != want {
+		t.Errorf("password = %q, want %q", got, want)
+	}
+	if got := v.String("keystone_authtoken.username"); got != "neutron" {
+		t.Errorf("username = %q, want neutron (swallowed by the line before?)", got)
+	}
+}
+
+// An option that sets part of another (bind_host of bind) wins only over a
+// source of no higher precedence: --bind beats a file's bind_host.
+func TestOutranksFollowsPrecedence(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "neutron.conf")
+	if err := os.WriteFile(file, []byte("[DEFAULT]\nbind_host = 0.0.0.0\nbind_port = 9696\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts := []Option{{Name: "bind", Default: "127.0.0.1:9696"}, {Name: "bind_host"}, {Name: "bind_port"}}
+	for _, tc := range []struct {
+		name       string
+		args       []string
+		env        map[string]string
+		host, port bool // want bind_host / bind_port to outrank bind
+	}{
+		{"bind left at its default", nil, nil, true, true},
+		{"bind flag over the file", []string{"--bind", "127.0.0.1:19696"}, nil, false, false},
+		{"bind environment over the file", nil, map[string]string{"L3HA_BIND": "127.0.0.1:19696"}, false, false},
+		{"bind and bind_host flags", []string{"--bind", "127.0.0.1:19696", "--bind-host", "10.0.0.1"}, nil, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+			s := New(fs, opts)
+			s.env = func(k string) (string, bool) { val, ok := tc.env[k]; return val, ok }
+			if err := fs.Parse(append([]string{"--config-file", file}, tc.args...)); err != nil {
+				t.Fatal(err)
+			}
+			v, err := s.Resolve()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := v.Outranks("bind_host", "bind"); got != tc.host {
+				t.Errorf("bind_host outranks bind = %v, want %v", got, tc.host)
+			}
+			if got := v.Outranks("bind_port", "bind"); got != tc.port {
+				t.Errorf("bind_port outranks bind = %v, want %v", got, tc.port)
+			}
+		})
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -49,7 +50,8 @@ type Config struct {
 	Username, Password, ProjectName   string
 	UserDomainName, ProjectDomainName string
 	UserDomainID, ProjectDomainID     string
-	// CacheTime bounds how long a valid answer is reused (token_cache_time).
+	// CacheTime bounds how long a valid answer is reused (token_cache_time);
+	// zero or negative (keystonemiddleware's -1) asks Keystone every time.
 	CacheTime time.Duration
 	// Timeout bounds each request to Keystone (http_connect_timeout).
 	Timeout time.Duration
@@ -97,10 +99,14 @@ type Validator struct {
 	flight  singleflight.Group
 
 	// serviceLock (a one-slot channel, so that waiting is cancellable)
-	// guards service and serviceExp: the service user's token.
+	// guards service and serviceExp, the service user's token, and
+	// loginErr, the error of the last login attempt; logins counts the
+	// attempts.
 	serviceLock chan struct{}
 	service     string
 	serviceExp  time.Time
+	loginErr    error
+	logins      atomic.Uint64
 }
 
 type cachedToken struct {
@@ -127,7 +133,7 @@ func NewValidator(cfg Config, log *slog.Logger) (*Validator, error) {
 		cfg.ProjectDomainName = "Default"
 	}
 	if cfg.CacheTime < 0 {
-		return nil, errors.New("keystone: token_cache_time must not be negative")
+		cfg.CacheTime = 0
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
@@ -271,6 +277,7 @@ func (v *Validator) validateOnce(ctx context.Context, token, stale string) (Toke
 // none, it is about to expire, or it is stale (Keystone refused it).
 // Logins are serialized so that a burst of requests logs in once.
 func (v *Validator) serviceToken(ctx context.Context, stale string) (string, error) {
+	attempts := v.logins.Load()
 	select {
 	case v.serviceLock <- struct{}{}:
 	case <-ctx.Done():
@@ -280,7 +287,16 @@ func (v *Validator) serviceToken(ctx context.Context, stale string) (string, err
 	if v.service != "" && v.service != stale && v.now().Add(serviceTokenMargin).Before(v.serviceExp) {
 		return v.service, nil
 	}
+	// A login that failed while this caller waited for the lock answers it
+	// too: when Keystone is down or refuses the service user, a burst of
+	// requests gets its 503 after one login attempt, not after one each,
+	// made one after another.
+	if v.logins.Load() != attempts && v.loginErr != nil {
+		return "", v.loginErr
+	}
 	tok, exp, err := v.login(ctx)
+	v.loginErr = err
+	v.logins.Add(1)
 	if err != nil {
 		return "", err
 	}

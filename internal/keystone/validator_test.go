@@ -24,6 +24,7 @@ type fakeKeystone struct {
 	validations atomic.Int32
 	delay       time.Duration
 	forbid      bool
+	loginStatus int // when set, logins fail with this status
 }
 
 func newFakeKeystone(t *testing.T) (*fakeKeystone, *httptest.Server) {
@@ -53,6 +54,11 @@ func (f *fakeKeystone) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodPost:
 		n := f.logins.Add(1)
+		if f.loginStatus != 0 {
+			w.WriteHeader(f.loginStatus)
+			_, _ = w.Write([]byte(`{"error": {"code": 500, "message": "An unexpected error prevented the server from fulfilling your request."}}`))
+			return
+		}
 		f.service = "service-" + string(rune('a'+n))
 		w.Header().Set("X-Subject-Token", f.service)
 		w.WriteHeader(http.StatusCreated)
@@ -199,6 +205,70 @@ func TestTokenCacheTimeZeroAsksEveryTime(t *testing.T) {
 	}
 }
 
+// keystonemiddleware documents token_cache_time = -1 as "disable caching
+// completely": a neutron.conf saying so starts, and every request asks.
+func TestNegativeTokenCacheTimeAsksEveryTime(t *testing.T) {
+	f, srv := newFakeKeystone(t)
+	f.valid["tok"] = time.Now().Add(time.Hour)
+	v := newTestValidator(t, srv.URL, func(c *Config) { c.CacheTime = -time.Second })
+	for range 3 {
+		if _, err := v.Validate(context.Background(), "tok"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		if _, err := v.Validate(context.Background(), "unknown"); !errors.Is(err, ErrInvalidToken) {
+			t.Fatalf("err = %v, want ErrInvalidToken", err)
+		}
+	}
+	if n := f.validations.Load(); n != 5 {
+		t.Fatalf("keystone asked %d times, want 5", n)
+	}
+}
+
+// When the service user cannot log in, the requests that waited for that
+// login get its error: one login attempt for the burst, not one each in
+// turn (each bounded by http_connect_timeout), so that every one of them
+// gets its 503 promptly.
+func TestFailedLoginAnswersEveryoneWaitingForIt(t *testing.T) {
+	f, srv := newFakeKeystone(t)
+	f.loginStatus = http.StatusInternalServerError
+	f.delay = 300 * time.Millisecond
+	v := newTestValidator(t, srv.URL, nil)
+	const n = 10
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	start := time.Now()
+	for i := range n {
+		wg.Go(func() {
+			_, err := v.Validate(context.Background(), "tok-"+string(rune('a'+i)))
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		var u *UnavailableError
+		if !errors.As(err, &u) {
+			t.Fatalf("err = %v, want *UnavailableError", err)
+		}
+	}
+	if got := f.logins.Load(); got > 2 {
+		t.Errorf("%d requests during a failing login made %d login attempts, want 1 (2 at most)", n, got)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("the burst took %s to fail", took)
+	}
+	// The next request, after the failure, tries again.
+	f.mu.Lock()
+	f.loginStatus, f.delay = 0, 0
+	f.valid["tok"] = time.Now().Add(time.Hour)
+	f.mu.Unlock()
+	if _, err := v.Validate(context.Background(), "tok"); err != nil {
+		t.Fatalf("after Keystone recovered: %v", err)
+	}
+}
+
 func TestStaleServiceTokenIsRenewedOnce(t *testing.T) {
 	f, srv := newFakeKeystone(t)
 	f.valid["tok"] = time.Now().Add(time.Hour)
@@ -280,10 +350,9 @@ func TestConcurrentRequestsWithOneTokenAskKeystoneOnce(t *testing.T) {
 
 func TestConfigErrors(t *testing.T) {
 	for name, cfg := range map[string]Config{
-		"no auth_url":      {Username: "u", Password: "p", ProjectName: "s"},
-		"not http":         {AuthURL: "keystone:5000", Username: "u", Password: "p", ProjectName: "s"},
-		"no service user":  {AuthURL: "http://k:5000"},
-		"negative caching": {AuthURL: "http://k:5000", Username: "u", Password: "p", ProjectName: "s", CacheTime: -1},
+		"no auth_url":     {Username: "u", Password: "p", ProjectName: "s"},
+		"not http":        {AuthURL: "keystone:5000", Username: "u", Password: "p", ProjectName: "s"},
+		"no service user": {AuthURL: "http://k:5000"},
 	} {
 		if _, err := NewValidator(cfg, nil); err == nil {
 			t.Errorf("%s: accepted", name)

@@ -883,6 +883,13 @@ func biSettle(t *testing.T, srv *servertest.Instance, fx *biFixture) {
 		}
 		return nil
 	})
+	biSettleQuiet(t, srv)
+}
+
+// biSettleQuiet waits until the database stops changing on its own: two
+// dumps taken apart are equal.
+func biSettleQuiet(t *testing.T, srv *servertest.Instance) {
+	t.Helper()
 	ctx := context.Background()
 	servertest.Eventually(t, 15*time.Second, func() error {
 		a, err := srv.Server.DB().Dump(ctx)

@@ -90,13 +90,17 @@ func TestServerConfigErrorsAreClear(t *testing.T) {
 		{"mysql database", "[DEFAULT]\nagent_token = x\n[database]\nconnection = mysql+pymysql://neutron:pw@db/neutron\n", "not MySQL"},
 		{"bad bind_port", "[DEFAULT]\nagent_token = x\nbind_port = http\n", "bind_port"},
 		{"malformed file", "[DEFAULT\nagent_token = x\n", "reading config file"},
+		// Neutron's default auth_strategy is keystone, l3ha's noauth: a
+		// neutron.conf that leaves it out must not make everyone admin.
+		{"keystone configured but auth_strategy left out", "[DEFAULT]\nagent_token = x\n[keystone_authtoken]\nauth_url = http://k:5000\nusername = n\npassword = p\nproject_name = s\n", "auth_strategy is not"},
+		{"database not a URL holding a password", "[DEFAULT]\nagent_token = x\n[database]\nconnection = host=db password=hunter2\n", "not a URL"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := loadServerConfig(t, tc.conf)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want one mentioning %q", err, tc.want)
 			}
-			if strings.Contains(fmtErr(err), "pw@") {
+			if strings.Contains(fmtErr(err), "pw@") || strings.Contains(fmtErr(err), "hunter2") {
 				t.Errorf("error shows a password: %v", err)
 			}
 		})
@@ -108,4 +112,34 @@ func fmtErr(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// Flags win over files: --bind keeps its address even when the
+// neutron.conf beside it says bind_host = 0.0.0.0.
+func TestBindFlagWinsOverNeutronConfBindHost(t *testing.T) {
+	conf := "[DEFAULT]\nagent_token = x\nbind_host = 0.0.0.0\nbind_port = 9797\n"
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "0.0.0.0:9797"},
+		{[]string{"--bind", "127.0.0.1:19696"}, "127.0.0.1:19696"},
+		{[]string{"--bind", "127.0.0.1:19696", "--bind-host", "127.0.0.2"}, "127.0.0.2:19696"},
+	} {
+		cfg, err := loadServerConfig(t, conf, tc.args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Bind != tc.want {
+			t.Errorf("%v: bind %q, want %q", tc.args, cfg.Bind, tc.want)
+		}
+	}
+}
+
+// keystonemiddleware's token_cache_time = -1 (no caching) is accepted.
+func TestTokenCacheTimeMinusOneIsAccepted(t *testing.T) {
+	_, err := loadServerConfig(t, "[DEFAULT]\nagent_token = x\nauth_strategy = keystone\n[keystone_authtoken]\nauth_url = http://k:5000\nusername = n\npassword = p\nproject_name = s\ntoken_cache_time = -1\n")
+	if err != nil {
+		t.Fatal(err)
+	}
 }

@@ -32,7 +32,7 @@ import (
 
 // Options declares the server's options by their Neutron names.
 var Options = []config.Option{
-	{Name: "bind", Default: "127.0.0.1:9696", Usage: "address the API and agent endpoint listen on (bind_host/bind_port, Neutron's names, override its parts)"},
+	{Name: "bind", Default: "127.0.0.1:9696", Usage: "address the API and agent endpoint listen on (bind_host/bind_port, Neutron's names, override its parts unless bind comes from a source of higher precedence)"},
 	{Name: "bind_host", Default: "", Usage: "host part of bind (Neutron's [DEFAULT] bind_host)"},
 	{Name: "bind_port", Default: "", Usage: "port part of bind (Neutron's [DEFAULT] bind_port)"},
 	{Name: "state_dir", Default: "/var/lib/l3ha", Usage: "directory for the default SQLite database"},
@@ -65,7 +65,7 @@ var Options = []config.Option{
 	{Section: ksSection, Name: "project_domain_name", Default: "Default", Usage: "service project's domain"},
 	{Section: ksSection, Name: "user_domain_id", Usage: "service user's domain by id (wins over user_domain_name)"},
 	{Section: ksSection, Name: "project_domain_id", Usage: "service project's domain by id (wins over project_domain_name)"},
-	{Section: ksSection, Name: "token_cache_time", Default: "300", Usage: "seconds a validated token is trusted without asking Keystone again (0: ask every time)"},
+	{Section: ksSection, Name: "token_cache_time", Default: "300", Usage: "seconds a validated token is trusted without asking Keystone again (0 or -1: ask every time)"},
 	{Section: ksSection, Name: "http_connect_timeout", Default: "10", Usage: "seconds a request to Keystone may take; slower is a 503"},
 	{Section: ksSection, Name: "http_request_max_retries", Default: "3", Usage: "retries of a request to Keystone that could not connect"},
 }
@@ -131,15 +131,20 @@ func Load(set *config.Set, log *slog.Logger) (*Config, error) {
 	if t := c.HA.NetworkType; t != "" && t != "vxlan" && t != "flat" {
 		return nil, fmt.Errorf("invalid configuration: l3_ha_network_type %q (want vxlan or flat)", t)
 	}
-	if v.Set("bind_host") || v.Set("bind_port") {
+	// bind_host and bind_port set bind's parts, unless bind itself comes
+	// from a source of higher precedence: --bind wins over a neutron.conf's
+	// bind_host = 0.0.0.0.
+	setHost := v.Set("bind_host") && v.Outranks("bind_host", "bind")
+	setPort := v.Set("bind_port") && v.Outranks("bind_port", "bind")
+	if setHost || setPort {
 		host, port, err := net.SplitHostPort(c.Bind)
 		if err != nil {
 			return nil, fmt.Errorf("invalid configuration: bind %q: %w", c.Bind, err)
 		}
-		if v.Set("bind_host") {
+		if setHost {
 			host = v.String("bind_host")
 		}
-		if v.Set("bind_port") {
+		if setPort {
 			n, err := strconv.Atoi(strings.TrimSpace(v.String("bind_port")))
 			if err != nil || n < 0 || n > 65535 {
 				return nil, fmt.Errorf("invalid configuration: bind_port %q (want a port number)", v.String("bind_port"))
@@ -164,6 +169,11 @@ func Load(set *config.Set, log *slog.Logger) (*Config, error) {
 	}
 	switch v.String("auth_strategy") {
 	case "noauth":
+		if !v.Set("auth_strategy") && v.Set(ks("auth_url")) {
+			// A neutron.conf relying on Neutron's default (keystone) must
+			// not quietly make everyone admin.
+			return nil, errors.New("invalid configuration: [keystone_authtoken] auth_url is set but auth_strategy is not: l3ha's default is noauth (every request may act as admin), Neutron's is keystone; set auth_strategy = keystone (or noauth)")
+		}
 		c.Auth = api.NoAuth{DefaultProject: v.String("noauth_project")}
 		if host, _, err := net.SplitHostPort(c.Bind); err == nil {
 			if a, err := netip.ParseAddr(host); err != nil || !a.IsLoopback() {
@@ -216,7 +226,8 @@ func keystoneValidator(v *config.Values, log *slog.Logger) (*keystone.Validator,
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("invalid configuration: auth_strategy=keystone needs [keystone_authtoken] %s", strings.Join(missing, ", "))
 	}
-	cacheTime := time.Duration(v.Int(ks("token_cache_time"), 0)) * time.Second
+	// -1 is keystonemiddleware's "no caching", as 0 is l3ha's.
+	cacheTime := time.Duration(v.Int(ks("token_cache_time"), -1)) * time.Second
 	timeout := v.Seconds(ks("http_connect_timeout"))
 	retries := v.Int(ks("http_request_max_retries"), 0)
 	if err := v.Err(); err != nil {
@@ -243,7 +254,9 @@ func databaseURL(u string) (string, error) {
 		if u == "" {
 			return "", nil
 		}
-		return "", fmt.Errorf("invalid configuration: database %q is not a URL (sqlite:///abs/path.db or postgres://…)", u)
+		// Not echoed: a key=value DSN (host=… password=…) would show
+		// its password.
+		return "", errors.New("invalid configuration: database is not a URL (sqlite:///abs/path.db or postgres://…)")
 	}
 	base, _, _ := strings.Cut(scheme, "+")
 	switch base {
@@ -328,10 +341,12 @@ func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 	return err
 }
 
-// redact hides a PostgreSQL password in logs.
+// redact hides a PostgreSQL password in logs. The user info is taken to
+// end at the last '@', so that a password holding an unescaped '@' (which
+// net/url and pgx accept) is hidden whole; an '@' further on hides more.
 func redact(dsn string) string {
 	if i := strings.Index(dsn, "://"); i >= 0 {
-		if j := strings.Index(dsn[i+3:], "@"); j >= 0 {
+		if j := strings.LastIndex(dsn[i+3:], "@"); j >= 0 {
 			if k := strings.Index(dsn[i+3:i+3+j], ":"); k >= 0 {
 				return dsn[:i+3+k+1] + "***" + dsn[i+3+j:]
 			}
