@@ -84,7 +84,7 @@ type Token struct {
 	UserID, UserName       string
 	ProjectID, ProjectName string // empty for unscoped or domain-scoped tokens
 	Roles                  []string
-	ExpiresAt              time.Time
+	ExpiresAt, IssuedAt    time.Time
 }
 
 // Validator validates client tokens against Keystone, with a cache.
@@ -398,9 +398,12 @@ func isConnectError(err error) bool {
 	return errors.As(err, &op) && op.Op == "dial" && !op.Timeout()
 }
 
-type tokenBody struct {
+// TokenBody is Keystone v3's answer about a token (POST and GET
+// /v3/auth/tokens), the part of it l3ha reads.
+type TokenBody struct {
 	Token struct {
 		ExpiresAt string `json:"expires_at"`
+		IssuedAt  string `json:"issued_at"`
 		User      struct {
 			ID   string `json:"id"`
 			Name string `json:"name"`
@@ -415,11 +418,8 @@ type tokenBody struct {
 	} `json:"token"`
 }
 
-func parseToken(body []byte) (Token, error) {
-	var b tokenBody
-	if err := json.Unmarshal(body, &b); err != nil {
-		return Token{}, &UnavailableError{Err: fmt.Errorf("keystone's token body does not parse: %w", err)}
-	}
+// Decode turns the body into a Token.
+func (b *TokenBody) Decode() (Token, error) {
 	t := Token{UserID: b.Token.User.ID, UserName: b.Token.User.Name}
 	if b.Token.Project != nil {
 		t.ProjectID, t.ProjectName = b.Token.Project.ID, b.Token.Project.Name
@@ -427,12 +427,30 @@ func parseToken(body []byte) (Token, error) {
 	for _, r := range b.Token.Roles {
 		t.Roles = append(t.Roles, r.Name)
 	}
-	if b.Token.ExpiresAt != "" {
-		exp, err := time.Parse(time.RFC3339Nano, b.Token.ExpiresAt)
-		if err != nil {
-			return Token{}, &UnavailableError{Err: fmt.Errorf("keystone's token expires_at %q does not parse: %w", b.Token.ExpiresAt, err)}
+	for _, ts := range []struct {
+		name, value string
+		into        *time.Time
+	}{{"expires_at", b.Token.ExpiresAt, &t.ExpiresAt}, {"issued_at", b.Token.IssuedAt, &t.IssuedAt}} {
+		if ts.value == "" {
+			continue
 		}
-		t.ExpiresAt = exp
+		parsed, err := time.Parse(time.RFC3339Nano, ts.value)
+		if err != nil {
+			return Token{}, fmt.Errorf("keystone's token %s %q does not parse: %w", ts.name, ts.value, err)
+		}
+		*ts.into = parsed
+	}
+	return t, nil
+}
+
+func parseToken(body []byte) (Token, error) {
+	var b TokenBody
+	if err := json.Unmarshal(body, &b); err != nil {
+		return Token{}, &UnavailableError{Err: fmt.Errorf("keystone's token body does not parse: %w", err)}
+	}
+	t, err := b.Decode()
+	if err != nil {
+		return Token{}, &UnavailableError{Err: err}
 	}
 	return t, nil
 }

@@ -10,7 +10,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
+
+	"github.com/l3ha/l3ha/internal/keystone"
 )
 
 // Client is a Keystone v3 REST client for what tests and the lab need:
@@ -47,17 +48,11 @@ type Credentials struct {
 
 // Token is an issued or validated token: the token (the X-Subject-Token)
 // and what its body says.
+// Its Roles are the role names, implied roles included (admin implies
+// member, member implies reader).
 type Token struct {
-	ID          string
-	ExpiresAt   time.Time
-	IssuedAt    time.Time
-	UserID      string
-	UserName    string
-	ProjectID   string
-	ProjectName string
-	// Roles are the role names, implied roles included (admin implies
-	// member, member implies reader).
-	Roles []string
+	ID string
+	keystone.Token
 }
 
 // HasRole reports whether t carries role name.
@@ -145,25 +140,25 @@ func (c *Client) IssueToken(ctx context.Context, cr Credentials) (*Token, error)
 	body.Auth.Scope.Project.Name = cr.Project
 	body.Auth.Scope.Project.Domain.Name = pd
 
-	var out tokenBody
+	var out keystone.TokenBody
 	anon := *c // a password request carries no X-Auth-Token
 	anon.token = ""
 	h, err := anon.do(ctx, http.MethodPost, "/auth/tokens?nocatalog", nil, body, &out, http.StatusCreated)
 	if err != nil {
 		return nil, fmt.Errorf("token for user %s on project %s: %w", cr.Username, cr.Project, err)
 	}
-	return out.token(h.Get("X-Subject-Token"))
+	return tokenOf(h.Get("X-Subject-Token"), &out)
 }
 
 // ValidateToken validates subject with the client's token (GET
 // /v3/auth/tokens), as a service validates its callers' tokens; a revoked
 // or expired token is an error for which IsNotFound is true.
 func (c *Client) ValidateToken(ctx context.Context, subject string) (*Token, error) {
-	var out tokenBody
+	var out keystone.TokenBody
 	if _, err := c.do(ctx, http.MethodGet, "/auth/tokens?nocatalog", http.Header{"X-Subject-Token": {subject}}, nil, &out, http.StatusOK); err != nil {
 		return nil, fmt.Errorf("validating token: %w", err)
 	}
-	return out.token(subject)
+	return tokenOf(subject, &out)
 }
 
 // RevokeToken revokes subject (DELETE /v3/auth/tokens).
@@ -174,46 +169,19 @@ func (c *Client) RevokeToken(ctx context.Context, subject string) error {
 	return nil
 }
 
-type tokenBody struct {
-	Token struct {
-		ExpiresAt string `json:"expires_at"`
-		IssuedAt  string `json:"issued_at"`
-		User      struct {
-			ID   string `json:"id"`
-			Name string `json:"name"`
-		} `json:"user"`
-		Project struct {
-			ID   string `json:"id"`
-			Name string `json:"name"`
-		} `json:"project"`
-		Roles []struct {
-			Name string `json:"name"`
-		} `json:"roles"`
-	} `json:"token"`
-}
-
-func (b *tokenBody) token(id string) (*Token, error) {
+// tokenOf is the Token of id whose body Keystone answered.
+func tokenOf(id string, b *keystone.TokenBody) (*Token, error) {
 	if id == "" {
 		return nil, errors.New("token: answer without X-Subject-Token")
 	}
-	t := &Token{
-		ID:          id,
-		UserID:      b.Token.User.ID,
-		UserName:    b.Token.User.Name,
-		ProjectID:   b.Token.Project.ID,
-		ProjectName: b.Token.Project.Name,
+	t, err := b.Decode()
+	if err != nil {
+		return nil, err
 	}
-	var err error
-	if t.ExpiresAt, err = time.Parse(time.RFC3339Nano, b.Token.ExpiresAt); err != nil {
-		return nil, fmt.Errorf("token: expires_at: %w", err)
+	if t.ExpiresAt.IsZero() || t.IssuedAt.IsZero() {
+		return nil, errors.New("token: answer without expires_at or issued_at")
 	}
-	if t.IssuedAt, err = time.Parse(time.RFC3339Nano, b.Token.IssuedAt); err != nil {
-		return nil, fmt.Errorf("token: issued_at: %w", err)
-	}
-	for _, r := range b.Token.Roles {
-		t.Roles = append(t.Roles, r.Name)
-	}
-	return t, nil
+	return &Token{ID: id, Token: t}, nil
 }
 
 // Project is a project's name and id.
