@@ -32,6 +32,12 @@ func badRouter(format string, args ...any) *Error {
 	return errf(http.StatusBadRequest, "BadRequest", "Bad router request: "+format, args...)
 }
 
+// errNoDVR refuses distributed routers: the agents run every router
+// centrally, so accepting distributed=true would promise what nothing
+// does (and the dvr extension is not listed). distributed=false is
+// accepted and shown, as Neutron shows it.
+var errNoDVR = badRouter("distributed routers (DVR) are not implemented by l3ha; distributed must be false.")
+
 // routerContext is what rendering routers needs besides the rows.
 type routerContext struct {
 	gwPorts map[string]*store.Port // by port id
@@ -231,6 +237,9 @@ func (a *API) createRouter(ctx context.Context, id Identity, body map[string]jso
 		if err != nil {
 			return nil, err
 		}
+	}
+	if r.Distributed {
+		return nil, errNoDVR
 	}
 	if raw, ok := body["flavor_id"]; ok && string(raw) != "null" {
 		return nil, badRequest("Invalid input for flavor_id. Reason: router flavors are not supported.")
@@ -454,6 +463,9 @@ func (a *API) updateRouter(ctx context.Context, id Identity, routerID string, bo
 		}
 		if r.Distributed != wasDVR && r.AdminStateUp {
 			return badRouter("Cannot change the 'distributed' attribute of active routers. Please set router admin_state_up to False prior to upgrade.")
+		}
+		if r.Distributed {
+			return errNoDVR
 		}
 		if err := tx.UpdateRouter(r); err != nil {
 			return err

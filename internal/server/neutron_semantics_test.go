@@ -291,3 +291,28 @@ func TestSubnetsAreIPv4Only(t *testing.T) {
 	demo.do("POST", "/v2.0/ports", haBody("port", haObj{"network_id": net, "fixed_ips": []haObj{{"ip_address": "2001:db8::5"}}})).wantError(t,
 		http.StatusBadRequest, "InvalidInput", "")
 }
+
+// TestDistributedRoutersAreRefused: l3ha's agents run every router
+// centrally, so distributed=true is refused on create and on update (of a
+// router that is down, where Neutron would migrate it) and dvr is not
+// listed; distributed=false is accepted and shown (tempest's DVR tests are
+// skipped for want of the extension).
+func TestDistributedRoutersAreRefused(t *testing.T) {
+	c := newHACloud(t, servertest.Options{})
+	admin := c.admin()
+	const msg = "Bad router request: distributed routers (DVR) are not implemented by l3ha; distributed must be false."
+	admin.do("POST", "/v2.0/routers", haObj{"router": haObj{"name": "d", "distributed": true}}).wantError(t, http.StatusBadRequest, "BadRequest", msg)
+	admin.do("POST", "/v2.0/routers", haObj{"router": haObj{"name": "d", "ha": true, "distributed": true}}).wantError(t, http.StatusBadRequest, "BadRequest", msg)
+	r := admin.mustDo("POST", "/v2.0/routers", haObj{"router": haObj{"name": "c", "distributed": false, "admin_state_up": false}}, http.StatusCreated).obj("router")
+	if r["distributed"] != false {
+		t.Fatalf("router %v", r)
+	}
+	admin.do("PUT", "/v2.0/routers/"+r.str("id"), haObj{"router": haObj{"distributed": true}}).wantError(t, http.StatusBadRequest, "BadRequest", msg)
+	if got := admin.mustDo("GET", "/v2.0/routers/"+r.str("id"), nil, http.StatusOK).obj("router"); got["distributed"] != false {
+		t.Fatalf("router after a refused update: %v", got)
+	}
+	if len(admin.list("/v2.0/routers")) != 1 {
+		t.Errorf("refused creates left routers behind")
+	}
+	admin.do("GET", "/v2.0/extensions/dvr", nil).wantError(t, http.StatusNotFound, "HTTPNotFound", "")
+}
