@@ -26,12 +26,14 @@ import (
 	"github.com/l3ha/l3ha/internal/agentapi"
 	"github.com/l3ha/l3ha/internal/dataplane"
 	"github.com/l3ha/l3ha/internal/keepalived"
+	"github.com/l3ha/l3ha/internal/tlsconf"
 )
 
 // agentOptions are the flags of `l3ha agent`.
 type agentOptions struct {
 	host      string
-	server    string
+	servers   []string
+	serverCA  string
 	token     string
 	tokenFile string
 	stateDir  string
@@ -50,7 +52,7 @@ type agentOptions struct {
 
 // agentFlagNames are the flags that can also come from L3HA_<NAME> variables.
 var agentFlagNames = []string{
-	"host", "server", "agent-token", "agent-token-file", "state-dir", "dataplane", "agent-mode", "local-ip",
+	"host", "server", "server-ca", "agent-token", "agent-token-file", "state-dir", "dataplane", "agent-mode", "local-ip",
 	"physical-interface-mappings", "netns-suffix", "ha-driver", "ha-vrrp-advert-int", "ha-vrrp-version", "ha-vrrp-auth-password", "metrics-bind", "pprof-bind",
 }
 
@@ -76,9 +78,10 @@ variable.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.host, "host", host, "name of this host as the server knows it")
-	f.StringVar(&o.server, "server", "http://127.0.0.1:9696", "URL of the l3ha server")
-	f.StringVar(&o.token, "agent-token", "", "shared agent token")
-	f.StringVar(&o.tokenFile, "agent-token-file", "", "file holding the shared agent token")
+	f.StringSliceVar(&o.servers, "server", []string{"http://127.0.0.1:9696"}, "URL of an l3ha server; repeat (or separate with commas) for several servers on one database: the agent moves to the next when one fails")
+	f.StringVar(&o.serverCA, "server-ca", "", "PEM file of the CA(s) that signed the servers' certificates (https URLs); empty: the system's roots")
+	f.StringVar(&o.token, "agent-token", "", "this host's agent token (the server's agent_tokens_file pairs it with --host)")
+	f.StringVar(&o.tokenFile, "agent-token-file", "", "file holding this host's agent token")
 	f.StringVar(&o.stateDir, "state-dir", "/var/lib/l3ha", "directory for the agent's state (ha_confs/<router_id>/state, ...)")
 	f.StringVar(&o.dataplane, "dataplane", "linux", "data plane: linux (namespaces, bridges, VRRP) or fake (touches nothing; for tests and simulations)")
 	f.StringVar(&o.agentMode, "agent-mode", agentapi.ModeLegacy, "agent mode: legacy or dvr_snat (routers are scheduled here), dvr (compute node: wires the networks of its instances only)")
@@ -120,9 +123,18 @@ func runAgentCommand(cmd *cobra.Command, o *agentOptions) error {
 	if o.host == "" {
 		return errors.New("no host name: give --host")
 	}
-	u, err := url.Parse(o.server)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("--server %q is not an http(s) URL", o.server)
+	if len(o.servers) == 0 {
+		return errors.New("no server: give --server URL")
+	}
+	for _, s := range o.servers {
+		u, err := url.Parse(s)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("--server %q is not an http(s) URL", s)
+		}
+	}
+	hc, err := agentHTTPClient(o.serverCA)
+	if err != nil {
+		return err
 	}
 	switch o.agentMode {
 	case agentapi.ModeLegacy, agentapi.ModeDVRSNAT, agentapi.ModeDVR:
@@ -200,7 +212,8 @@ func runAgentCommand(cmd *cobra.Command, o *agentOptions) error {
 	logger.Info("starting l3ha agent", "host", o.host, "dataplane", o.dataplane, "state_dir", o.stateDir)
 	err = agent.Run(ctx, agent.Config{
 		Host:       o.host,
-		ServerURL:  o.server,
+		Servers:    o.servers,
+		HTTPClient: hc,
 		AgentToken: token,
 		StateDir:   o.stateDir,
 		AgentMode:  o.agentMode,
@@ -317,4 +330,15 @@ func linuxDataplane(o *agentOptions, reg prometheus.Registerer, logger *slog.Log
 	default:
 		return nil, fmt.Errorf("--ha-driver %q: want keepalived or native", o.haDriver)
 	}
+}
+
+// agentHTTPClient is the agent endpoint's client: the system's roots, or
+// only the CAs of caFile. No timeout: the long-poll's deadline comes from
+// its context.
+func agentHTTPClient(caFile string) (*http.Client, error) {
+	tr, err := tlsconf.Transport(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("--server-ca: %w", err)
+	}
+	return &http.Client{Transport: tr}, nil
 }

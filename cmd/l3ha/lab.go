@@ -119,8 +119,8 @@ func newLabUpCommand(common *labFlags) *cobra.Command {
 					lab.NodeNamespace(st.Name, "net1"), st.Keystone.CloudsYAML)
 				return nil
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "try: ip netns exec %s %s agent list --url %s\n",
-				lab.NodeNamespace(st.Name, "net1"), st.Binary, st.ServerURL)
+			fmt.Fprintf(cmd.OutOrStdout(), "try: ip netns exec %s %s agent list --url %s --ca-cert %s\n",
+				lab.NodeNamespace(st.Name, "net1"), st.Binary, st.ServerURL, lab.CAPath(st.Dir))
 			return nil
 		},
 	}

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,11 +27,16 @@ import (
 type Config struct {
 	// Host is the name the agent registers under; the server binds routers to it.
 	Host string
-	// ServerURL is the base URL of the server's agent endpoint, e.g.
-	// http://127.0.0.1:9696.
-	ServerURL string
-	// AgentToken is the shared agent token.
+	// Servers are the base URLs of the servers' agent endpoints, e.g.
+	// https://10.0.0.1:9696: the agent talks to one and moves to the next
+	// when it fails (several servers may share one PostgreSQL).
+	Servers []string
+	// AgentToken is this host's agent credential.
 	AgentToken string
+	// Server, when set, is the control plane instead of the l3ha servers
+	// of Servers (which, with AgentToken and HTTPClient, are then unused):
+	// `l3ha neutron-l3-agent` serves neutron-server through it.
+	Server Server
 	// StateDir is where the agent keeps its files; every HA transition is
 	// written to <StateDir>/ha_confs/<router_id>/state ("master" or "backup",
 	// as Neutron does). Empty: no files are written.
@@ -47,6 +53,11 @@ type Config struct {
 	// ReportBatchDelay is how long HA transitions are collected after the
 	// first one before they are sent in one report. Default 200ms.
 	ReportBatchDelay time.Duration
+	// ReassertInterval is how often the current HA state of every router is
+	// re-asserted to the server in one report (agentapi.HAStateReport.Full),
+	// so that the ha_state the API shows is never stale for longer, whatever
+	// was lost or superseded. Default 10s (±10% jitter); negative disables.
+	ReassertInterval time.Duration
 	// PollWait is how long the server may hold a desired-state long-poll.
 	// Default 30s.
 	PollWait time.Duration
@@ -75,6 +86,7 @@ type Config struct {
 // Default values of Config fields.
 const (
 	DefaultReportBatchDelay  = 200 * time.Millisecond
+	DefaultReassertInterval  = 10 * time.Second
 	DefaultPollWait          = 30 * time.Second
 	DefaultResyncInterval    = 60 * time.Second
 	DefaultHeartbeatInterval = 10 * time.Second
@@ -136,8 +148,11 @@ func Run(ctx context.Context, cfg Config, dp Dataplane, logger *slog.Logger) err
 		cfg:        cfg,
 		dp:         dp,
 		log:        log,
-		client:     agentapi.NewClient(cfg.ServerURL, cfg.AgentToken, cfg.HTTPClient),
+		client:     cfg.Server,
 		registered: make(chan struct{}),
+	}
+	if a.client == nil {
+		a.client = agentapi.NewClient(cfg.Servers, cfg.AgentToken, cfg.HTTPClient, log)
 	}
 	a.transitions = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "l3ha_agent_ha_transitions_total",
@@ -154,7 +169,7 @@ func Run(ctx context.Context, cfg Config, dp Dataplane, logger *slog.Logger) err
 	if err := dp.Start(ctx, a.rep.report); err != nil {
 		return fmt.Errorf("agent: starting data plane: %w", err)
 	}
-	log.Info("agent started", "server", cfg.ServerURL, "agent_mode", cfg.AgentMode)
+	log.Info("agent started", "servers", strings.Join(cfg.Servers, " "), "agent_mode", cfg.AgentMode)
 
 	var wg sync.WaitGroup
 	wg.Go(func() { a.heartbeatLoop(ctx) })
@@ -170,8 +185,13 @@ func (c *Config) setDefaults() error {
 	if c.Host == "" {
 		return errors.New("agent: no host name")
 	}
-	if c.ServerURL == "" {
+	if c.Server == nil && len(c.Servers) == 0 {
 		return errors.New("agent: no server URL")
+	}
+	for _, u := range c.Servers {
+		if u == "" {
+			return errors.New("agent: an empty server URL")
+		}
 	}
 	switch c.AgentMode {
 	case "":
@@ -186,6 +206,7 @@ func (c *Config) setDefaults() error {
 		}
 	}
 	def(&c.ReportBatchDelay, DefaultReportBatchDelay)
+	def(&c.ReassertInterval, DefaultReassertInterval)
 	def(&c.PollWait, DefaultPollWait)
 	def(&c.ResyncInterval, DefaultResyncInterval)
 	def(&c.HeartbeatInterval, DefaultHeartbeatInterval)
@@ -198,12 +219,25 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
+// Server is the control plane an agent serves: l3ha's servers through the
+// agent endpoint (agentapi.Client), or neutron-server through
+// oslo.messaging (internal/neutronagent).
+type Server interface {
+	// Heartbeat registers the agent (first call) or keeps it alive.
+	Heartbeat(ctx context.Context, hb agentapi.Heartbeat) (agentapi.HeartbeatReply, error)
+	// WaitState returns the host's desired state when it differs from
+	// etag, or changed=false after wait.
+	WaitState(ctx context.Context, host, etag string, wait time.Duration) (st *agentapi.DesiredState, changed bool, err error)
+	// ReportHAStates sends a batch of HA states.
+	ReportHAStates(ctx context.Context, r agentapi.HAStateReport) error
+}
+
 // agent is the state shared by Run's loops.
 type agent struct {
 	cfg    Config
 	dp     Dataplane
 	log    *slog.Logger
-	client *agentapi.Client
+	client Server
 	rep    *reporter
 	app    *applier
 	// transitions counts HA transitions by the state entered.

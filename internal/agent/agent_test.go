@@ -23,7 +23,7 @@ import (
 func testConfig(fe http.Handler, serverURL string) Config {
 	cfg := Config{
 		Host:             "net1",
-		ServerURL:        serverURL,
+		Servers:          []string{serverURL},
 		AgentToken:       testToken,
 		LocalIP:          "192.0.2.11",
 		Configurations:   map[string]any{"interface_driver": "fake"},
@@ -31,6 +31,8 @@ func testConfig(fe http.Handler, serverURL string) Config {
 		PollWait:         30 * time.Second,
 		MinBackoff:       time.Second,
 		MaxBackoff:       8 * time.Second,
+		// These tests count reports: no periodic re-assert (reassert_test.go).
+		ReassertInterval: -1,
 	}
 	if fe != nil {
 		cfg.HTTPClient = &http.Client{Transport: memTransport{fe}}
@@ -504,9 +506,9 @@ func wantFile(t *testing.T, path, want string) {
 
 func TestRunRejectsBadConfig(t *testing.T) {
 	for _, cfg := range []Config{
-		{ServerURL: "http://x"},
+		{Servers: []string{"http://x"}},
 		{Host: "h"},
-		{Host: "h", ServerURL: "http://x", AgentMode: "dvr_nope"},
+		{Host: "h", Servers: []string{"http://x"}, AgentMode: "dvr_nope"},
 	} {
 		if err := Run(context.Background(), cfg, NewFakeDataplane(), nil); err == nil {
 			t.Errorf("Run(%+v) = nil, want an error", cfg)

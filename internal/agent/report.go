@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io/fs"
 	"maps"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -21,6 +23,14 @@ import (
 // in one report. A failed report is retried with backoff; transitions that
 // arrive meanwhile join it, and only the latest state of a router is ever
 // kept, so no transition is lost and nothing stale overtakes something fresh.
+//
+// Every ReassertInterval, and whenever the server may have missed or
+// forgotten states (registration, reconnection, a new agent id), the next
+// report is a re-assertion instead (agentapi.HAStateReport.Full): the
+// current state of every router, with the transitions not yet accepted
+// listed in Changed. That keeps what the server shows fresh whatever was
+// lost or superseded there (a split brain that healed, a report the server
+// overrode), at the cost of one small report per interval.
 type reporter struct {
 	a    *agent
 	wake chan struct{} // cap 1
@@ -29,6 +39,8 @@ type reporter struct {
 	pending map[string]string // router id → state, not yet accepted by the server
 	known   map[string]string // router id → latest state, of every router the agent has
 	urgent  bool              // resend without waiting for a retry timer
+	// full makes the next report a re-assertion of every known router.
+	full bool
 	// files are the state files to write (state) or remove ("").
 	files map[string]string
 	// keep is the router set of the last applied desired state; nil until one
@@ -82,14 +94,21 @@ func (r *reporter) report(t Transition) {
 	r.poke()
 }
 
-// resendAll queues the current state of every known router, to be sent as
-// soon as possible: the server may have missed or forgotten them.
+// resendAll makes the next report, sent as soon as possible, a
+// re-assertion of every known router's state: the server may have missed or
+// forgotten them.
 func (r *reporter) resendAll() {
 	r.mu.Lock()
-	maps.Copy(r.pending, r.known)
+	r.full = true
 	r.urgent = true
 	r.mu.Unlock()
 	r.poke()
+}
+
+// jittered returns d ±10%, so that agents started together do not re-assert
+// in lockstep.
+func jittered(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * (0.9 + 0.2*rand.Float64()))
 }
 
 // keepOnly forgets routers that are not in st (the data plane removed them):
@@ -137,7 +156,13 @@ func (r *reporter) run(ctx context.Context) {
 	bo := backoff{min: a.cfg.MinBackoff, max: a.cfg.MaxBackoff}
 	fails := streak{log: a.log, what: "reporting HA states"}
 	files := streak{log: a.log, what: "writing HA state files"}
-	var batch, retry <-chan time.Time
+	var batch, retry, reassert <-chan time.Time
+	armReassert := func() {
+		if a.cfg.ReassertInterval > 0 {
+			reassert = time.After(jittered(a.cfg.ReassertInterval))
+		}
+	}
+	armReassert()
 	for {
 		select {
 		case <-ctx.Done():
@@ -145,10 +170,10 @@ func (r *reporter) run(ctx context.Context) {
 		case <-r.wake:
 			r.syncFiles(&files)
 			r.mu.Lock()
-			n, urgent := len(r.pending), r.urgent
+			n, urgent, full := len(r.pending), r.urgent, r.full
 			r.urgent = false
 			r.mu.Unlock()
-			if n == 0 {
+			if n == 0 && !full {
 				continue
 			}
 			if urgent && retry != nil {
@@ -158,12 +183,23 @@ func (r *reporter) run(ctx context.Context) {
 				batch = time.After(a.cfg.ReportBatchDelay)
 			}
 			continue
+		case <-reassert:
+			// Re-armed once the re-assertion went through, so that a
+			// failing server is not sent a pile of them.
+			reassert = nil
+			r.mu.Lock()
+			r.full = true
+			r.mu.Unlock()
+			if batch == nil && retry == nil {
+				batch = time.After(a.cfg.ReportBatchDelay)
+			}
+			continue
 		case <-batch:
 			batch = nil
 		case <-retry:
 			retry = nil
 		}
-		sent, err := r.send(ctx)
+		sent, full, err := r.send(ctx)
 		if ctx.Err() != nil {
 			return
 		}
@@ -171,6 +207,9 @@ func (r *reporter) run(ctx context.Context) {
 			fails.failed(err)
 			retry = time.After(bo.next(0))
 			continue
+		}
+		if full {
+			armReassert()
 		}
 		if sent {
 			fails.succeeded()
@@ -181,36 +220,61 @@ func (r *reporter) run(ctx context.Context) {
 	}
 }
 
-// send sends everything pending in one report. On failure what it took goes
-// back to pending, except routers with a fresher state there and routers that
-// were forgotten meanwhile.
-func (r *reporter) send(ctx context.Context) (bool, error) {
+// send sends everything pending in one report: a re-assertion of every
+// known router if one is due (full), else the pending transitions. On
+// failure what it took goes back to pending, except routers with a fresher
+// state there and routers that were forgotten meanwhile, and a re-assertion
+// stays due. It reports whether it sent a report and whether a re-assertion
+// was due (and is now done: sent, or nothing to re-assert).
+func (r *reporter) send(ctx context.Context) (sent, full bool, err error) {
 	r.mu.Lock()
-	if len(r.pending) == 0 {
+	full = r.full
+	if len(r.pending) == 0 && (!full || len(r.known) == 0) {
+		r.full = false
 		r.mu.Unlock()
-		return false, nil
+		return false, full, nil
 	}
-	states := r.pending
+	rep := agentapi.HAStateReport{Host: r.a.cfg.Host}
+	if iv := r.a.cfg.ReassertInterval; iv > 0 {
+		rep.ReassertSeconds = iv.Seconds()
+	}
+	pending := r.pending
 	r.pending = map[string]string{}
+	r.full = false
+	if full {
+		rep.Full = true
+		rep.States = maps.Clone(r.known)
+		for id := range pending {
+			if _, ok := rep.States[id]; ok {
+				rep.Changed = append(rep.Changed, id)
+			}
+		}
+		slices.Sort(rep.Changed)
+	} else {
+		rep.States = pending
+	}
 	r.mu.Unlock()
 
 	rctx, cancel := context.WithTimeout(ctx, r.a.cfg.RequestTimeout)
-	err := r.a.client.ReportHAStates(rctx, agentapi.HAStateReport{Host: r.a.cfg.Host, States: states})
+	err = r.a.client.ReportHAStates(rctx, rep)
 	cancel()
 	if err != nil {
 		r.mu.Lock()
-		for id, s := range states {
+		for id, s := range pending {
 			_, fresher := r.pending[id]
 			_, known := r.known[id]
 			if !fresher && known {
 				r.pending[id] = s
 			}
 		}
+		if full {
+			r.full = true
+		}
 		r.mu.Unlock()
-		return false, err
+		return false, full, err
 	}
-	r.a.log.Debug("reported HA states", "routers", len(states))
-	return true, nil
+	r.a.log.Debug("reported HA states", "routers", len(rep.States), "full", full, "transitions", len(pending))
+	return true, full, nil
 }
 
 // syncFiles writes and removes state files as queued.

@@ -7,32 +7,56 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
-// Client is the agents' HTTP client of the agent endpoint. It is safe for
-// concurrent use.
+// Client is the agents' HTTP client of the agent endpoint. It knows one or
+// more servers (several l3ha servers may share one PostgreSQL) and sends
+// every request to the one that answered last; a server that cannot be
+// reached or answers 5xx is passed over for the next, within the same call,
+// so that a dead server costs a report one connection attempt, not a retry
+// period. It is safe for concurrent use.
 type Client struct {
-	base  string // server URL without a trailing slash
+	bases []string // server URLs without a trailing slash
+	cur   atomic.Int32
 	token string
 	hc    *http.Client
+	log   *slog.Logger
 }
 
-// NewClient returns a client of the agent endpoint at baseURL (for example
-// "http://127.0.0.1:9696"), sending token in TokenHeader. A nil hc means an
-// http.Client without a timeout: deadlines then come from the contexts. A
-// non-nil hc must have a Timeout of zero or longer than the longest WaitState
-// wait, or the long-poll fails.
-func NewClient(baseURL, token string, hc *http.Client) *Client {
+// NewClient returns a client of the agent endpoint at the servers' URLs
+// (for example "https://10.0.0.1:9696"), sending token in TokenHeader. A nil
+// hc means an http.Client without a timeout: deadlines then come from the
+// contexts. A non-nil hc must have a Timeout of zero or longer than the
+// longest WaitState wait, or the long-poll fails. log (nil: none) hears
+// when the client moves to another server.
+func NewClient(servers []string, token string, hc *http.Client, log *slog.Logger) *Client {
 	if hc == nil {
 		hc = &http.Client{}
 	}
-	return &Client{base: strings.TrimRight(baseURL, "/"), token: token, hc: hc}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &Client{token: token, hc: hc, log: log}
+	for _, u := range servers {
+		c.bases = append(c.bases, strings.TrimRight(u, "/"))
+	}
+	return c
+}
+
+// Server is the URL of the server the client talks to now.
+func (c *Client) Server() string {
+	if len(c.bases) == 0 {
+		return ""
+	}
+	return c.bases[int(c.cur.Load())%len(c.bases)]
 }
 
 // StatusError is a reply with an unexpected HTTP status. Type, Message and
@@ -136,25 +160,65 @@ func (c *Client) ReportHAStates(ctx context.Context, r HAStateReport) error {
 	return nil
 }
 
-// do sends one request; body, when not nil, is sent as JSON.
+// do sends one request; body, when not nil, is sent as JSON. It starts at
+// the server in use and moves on to the next when one cannot be reached or
+// answers 5xx (other than 501: a request it will never take); the last
+// server's answer or error is returned.
 func (c *Client) do(ctx context.Context, op, method, path string, q url.Values, body any) (*http.Response, error) {
-	u := c.base + path
+	if len(c.bases) == 0 {
+		return nil, fmt.Errorf("agentapi: %s: no server URL", op)
+	}
+	var buf []byte
+	if body != nil {
+		var err error
+		if buf, err = json.Marshal(body); err != nil {
+			return nil, fmt.Errorf("agentapi: %s: encoding request: %w", op, err)
+		}
+	}
+	start := int(c.cur.Load())
+	var lastErr error
+	for i := range c.bases {
+		idx := (start + i) % len(c.bases)
+		resp, err := c.send(ctx, op, method, c.bases[idx]+path, q, buf, body != nil)
+		last := i == len(c.bases)-1
+		if err == nil && (resp.StatusCode < 500 || resp.StatusCode == http.StatusNotImplemented) {
+			if idx != start && c.cur.CompareAndSwap(int32(start), int32(idx)) {
+				c.log.Warn("agent endpoint: moved to another server", "from", c.bases[start], "to", c.bases[idx], "because", lastErr)
+			}
+			return resp, nil
+		}
+		if ctx.Err() != nil {
+			if err == nil {
+				drainClose(resp.Body)
+			}
+			return nil, fmt.Errorf("agentapi: %s: %w", op, ctx.Err())
+		}
+		if last {
+			return resp, err
+		}
+		if err == nil {
+			lastErr = statusError(op, resp)
+			drainClose(resp.Body)
+		} else {
+			lastErr = err
+		}
+	}
+	return nil, lastErr // not reached: the last server's answer returns above
+}
+
+func (c *Client) send(ctx context.Context, op, method, u string, q url.Values, buf []byte, hasBody bool) (*http.Response, error) {
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
 	var rd io.Reader
-	if body != nil {
-		buf, err := json.Marshal(body)
-		if err != nil {
-			return nil, fmt.Errorf("agentapi: %s: encoding request: %w", op, err)
-		}
+	if hasBody {
 		rd = bytes.NewReader(buf)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, rd)
 	if err != nil {
 		return nil, fmt.Errorf("agentapi: %s: %w", op, err)
 	}
-	if body != nil {
+	if hasBody {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")

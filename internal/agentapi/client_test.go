@@ -27,7 +27,7 @@ func TestHeartbeat(t *testing.T) {
 	}))
 	defer srv.Close()
 
-	c := NewClient(srv.URL+"/", "s3cret", srv.Client())
+	c := NewClient([]string{srv.URL + "/"}, "s3cret", srv.Client(), nil)
 	started := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	reply, err := c.Heartbeat(context.Background(), Heartbeat{
 		Host: "net1", AgentType: AgentTypeL3, Binary: BinaryL3, Topic: TopicL3, StartedAt: started,
@@ -69,7 +69,7 @@ func TestWaitState(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	c := NewClient(srv.URL, "t", nil)
+	c := NewClient([]string{srv.URL}, "t", nil, nil)
 	ctx := context.Background()
 
 	st, changed, err := c.WaitState(ctx, "net1", "", 30*time.Second)
@@ -98,7 +98,7 @@ func TestNeutronErrorBody(t *testing.T) {
 		w.Write([]byte(`{"NeutronError":{"type":"NotAuthorized","message":"bad agent token","detail":""}}`))
 	}))
 	defer srv.Close()
-	c := NewClient(srv.URL, "wrong", nil)
+	c := NewClient([]string{srv.URL}, "wrong", nil, nil)
 
 	err := c.ReportHAStates(context.Background(), HAStateReport{Host: "h", States: map[string]string{"r": HAActive}})
 	var se *StatusError
@@ -120,7 +120,7 @@ func TestPlainErrorBody(t *testing.T) {
 		http.Error(w, "database is locked", http.StatusServiceUnavailable)
 	}))
 	defer srv.Close()
-	c := NewClient(srv.URL, "t", nil)
+	c := NewClient([]string{srv.URL}, "t", nil, nil)
 	_, err := c.Heartbeat(context.Background(), Heartbeat{Host: "h"})
 	var se *StatusError
 	if !errors.As(err, &se) || se.StatusCode != 503 {
@@ -141,7 +141,7 @@ func TestReportHAStates(t *testing.T) {
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	defer srv.Close()
-	c := NewClient(srv.URL, "t", nil)
+	c := NewClient([]string{srv.URL}, "t", nil, nil)
 	want := HAStateReport{Host: "h", States: map[string]string{"r1": HAActive, "r2": HAStandby}}
 	if err := c.ReportHAStates(context.Background(), want); err != nil {
 		t.Fatal(err)
@@ -155,7 +155,7 @@ func TestTransportError(t *testing.T) {
 	srv := httptest.NewServer(http.NotFoundHandler())
 	url := srv.URL
 	srv.Close()
-	c := NewClient(url, "t", nil)
+	c := NewClient([]string{url}, "t", nil, nil)
 	_, err := c.Heartbeat(context.Background(), Heartbeat{Host: "h"})
 	if err == nil || !strings.Contains(err.Error(), "heartbeat") {
 		t.Fatalf("err = %v, want a heartbeat connection error", err)
@@ -176,7 +176,7 @@ func TestContextCancelsLongPoll(t *testing.T) {
 	}))
 	defer srv.Close()
 	defer close(release)
-	c := NewClient(srv.URL, "t", nil)
+	c := NewClient([]string{srv.URL}, "t", nil, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -191,5 +191,55 @@ func TestContextCancelsLongPoll(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("WaitState did not return after cancel")
+	}
+}
+
+// A server that cannot be reached or answers 5xx is passed over for the
+// next within the same call, and the client stays with the one that
+// answered; a 4xx is the answer, not a reason to move.
+func TestClientMovesToTheNextServer(t *testing.T) {
+	hits := map[string]int{}
+	handler := func(name string, status int) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			hits[name]++
+			w.WriteHeader(status)
+		})
+	}
+	dead := httptest.NewServer(handler("dead", 204))
+	deadURL := dead.URL
+	dead.Close() // connection refused from now on
+	unavailable := httptest.NewServer(handler("unavailable", http.StatusServiceUnavailable))
+	defer unavailable.Close()
+	ok := httptest.NewServer(handler("ok", http.StatusNoContent))
+	defer ok.Close()
+
+	c := NewClient([]string{deadURL, unavailable.URL, ok.URL}, "t", nil, nil)
+	ctx := context.Background()
+	if err := c.ReportHAStates(ctx, HAStateReport{Host: "h", States: map[string]string{"r": HAActive}}); err != nil {
+		t.Fatalf("report with one server up: %v", err)
+	}
+	if c.Server() != ok.URL || hits["unavailable"] != 1 || hits["ok"] != 1 {
+		t.Fatalf("server in use %s, hits %v", c.Server(), hits)
+	}
+	// The next call goes straight to the server that answered.
+	if err := c.ReportHAStates(ctx, HAStateReport{Host: "h"}); err != nil {
+		t.Fatal(err)
+	}
+	if hits["unavailable"] != 1 || hits["ok"] != 2 {
+		t.Fatalf("second call: hits %v, want the working server only", hits)
+	}
+
+	forbidden := httptest.NewServer(handler("forbidden", http.StatusForbidden))
+	defer forbidden.Close()
+	c = NewClient([]string{forbidden.URL, ok.URL}, "t", nil, nil)
+	err := c.ReportHAStates(ctx, HAStateReport{Host: "h"})
+	if !IsStatus(err, http.StatusForbidden) || hits["ok"] != 2 {
+		t.Fatalf("403: err %v, hits %v; want the 403 and no other server asked", err, hits)
+	}
+
+	// Every server down: the last one's error.
+	c = NewClient([]string{deadURL, unavailable.URL}, "t", nil, nil)
+	if err := c.ReportHAStates(ctx, HAStateReport{Host: "h"}); !IsStatus(err, http.StatusServiceUnavailable) {
+		t.Fatalf("all down: err %v, want the last server's 503", err)
 	}
 }

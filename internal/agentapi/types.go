@@ -84,6 +84,10 @@ type RouterSpec struct {
 	BindingIndex int `json:"binding_index"`
 	// HAPort is this host's port on the HA network (nil for legacy routers).
 	HAPort *PortSpec `json:"ha_port,omitempty"`
+	// HAPending: the router's devices are wired but its VRRP must not
+	// start yet — under Neutron, until the L2 agent has bound the HA port
+	// (as neutron-l3-agent waits for it). VRRP already running keeps running.
+	HAPending bool `json:"ha_pending,omitempty"`
 	// Interfaces are the router's internal ports (qr- devices).
 	Interfaces []PortSpec `json:"interfaces"`
 	// Gateway is the external gateway port (qg- device), if any.
@@ -139,9 +143,35 @@ type NetworkSpec struct {
 	Peers []string `json:"peers"`
 }
 
-// HAStateReport is a batch of VRRP transitions seen by one host, keyed by
-// router id; values are HAActive or HAStandby.
+// HAStateReport is a batch of HA states of one host's routers, keyed by
+// router id; values are HAActive or HAStandby. It is one of two kinds:
+//
+//   - a transition report (Full false; the original shape, still accepted
+//     as such): every entry is a state the router has just entered on the
+//     host (or may have: a state adopted at agent start counts too). A
+//     transition to active supersedes the router's other active bindings:
+//     VRRP's new master only takes over after not hearing the old one.
+//   - a re-assertion (Full true): States is the current state of every
+//     router of the host, sent every ReassertSeconds and after the agent
+//     (re)registers or reconnects. Entries listed in Changed are
+//     transitions not yet accepted by the server; the others only confirm
+//     what the host holds. A re-asserted active does not hide another
+//     agent's active that is fresh (reported within the freshness window):
+//     both are shown, as split brain.
+//
+// Every report refreshes the reported bindings: the server considers a
+// report fresh for twice ReassertSeconds plus some slack (for a report
+// without ReassertSeconds, twice the agents' default of 10 s plus slack).
 type HAStateReport struct {
 	Host   string            `json:"host"`
 	States map[string]string `json:"states"`
+	// Full marks a re-assertion: States holds every router of the host.
+	Full bool `json:"full,omitempty"`
+	// Changed lists the routers of a Full report whose state is a
+	// transition (sorted; ignored when Full is false, where every entry
+	// is one).
+	Changed []string `json:"changed,omitempty"`
+	// ReassertSeconds is how often the host re-asserts its states; 0: not
+	// said (an agent that reports transitions only).
+	ReassertSeconds float64 `json:"reassert_seconds,omitempty"`
 }

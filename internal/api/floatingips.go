@@ -104,10 +104,12 @@ func (a *API) getFIP(tx *store.Tx, id Identity, fipID string) (map[string]any, e
 	return out[0], nil
 }
 
+// fipAttrs: dns_name and dns_domain (dns-integration) are not
+// implemented, so unrecognized, a 400.
 var fipAttrs = map[string]attr{
 	"floating_network_id": {post: true}, "port_id": {post: true, put: true},
 	"fixed_ip_address": {post: true, put: true}, "floating_ip_address": {post: true},
-	"description": {post: true, put: true}, "subnet_id": {post: true}, "dns_name": {post: true}, "dns_domain": {post: true},
+	"description": {post: true, put: true}, "subnet_id": {post: true},
 }
 
 // associate points f at a port (portID "" disassociates), finding the

@@ -47,14 +47,9 @@ func networkVisible(id Identity, n *store.Network) bool {
 func networkView(n *store.Network, subnets []string, admin bool) map[string]any {
 	o := std(map[string]any{}, n.ID, n.ProjectID, n.Revision, n.CreatedAt, n.UpdatedAt)
 	o["admin_state_up"] = n.AdminStateUp
-	o["availability_zone_hints"] = []string{}
-	o["availability_zones"] = []string{}
 	o["description"] = n.Description
-	o["ipv4_address_scope"] = nil
-	o["ipv6_address_scope"] = nil
 	o["mtu"] = n.MTU
 	o["name"] = n.Name
-	o["port_security_enabled"] = true
 	o["router:external"] = n.External
 	o["shared"] = n.Shared
 	o["status"] = n.Status
@@ -62,9 +57,6 @@ func networkView(n *store.Network, subnets []string, admin bool) map[string]any 
 		subnets = []string{}
 	}
 	o["subnets"] = subnets
-	if n.External {
-		o["is_default"] = false
-	}
 	if admin {
 		o["provider:network_type"] = n.NetworkType
 		o["provider:physical_network"] = strOrNil(n.PhysicalNetwork)
@@ -128,13 +120,25 @@ func (a *API) getNetwork(tx *store.Tx, id Identity, netID string) (map[string]an
 	return networkView(n, subs[n.ID], id.Admin), nil
 }
 
+// networkAttrs are the core network attributes and those of external-net,
+// provider and net-mtu-writable. port_security_enabled (port-security) and
+// availability_zone_hints (network_availability_zone) are not implemented:
+// unrecognized, a 400.
 var networkAttrs = map[string]attr{
 	"name": {post: true, put: true}, "description": {post: true, put: true},
 	"admin_state_up": {post: true, put: true}, "shared": {post: true, put: true, adminOnly: true},
 	"router:external":       {post: true, put: true, adminOnly: true},
 	"provider:network_type": {post: true, adminOnly: true}, "provider:physical_network": {post: true, adminOnly: true},
 	"provider:segmentation_id": {post: true, adminOnly: true},
-	"mtu":                      {post: true, put: true}, "availability_zone_hints": {post: true}, "port_security_enabled": {post: true, put: true},
+	"mtu":                      {post: true, put: true},
+}
+
+// checkMTU is net-mtu-writable's bound on a network's MTU.
+func checkMTU(mtu int) *Error {
+	if mtu < 68 || mtu > 9000 {
+		return invalidInput("MTU %d is not between 68 and 9000.", mtu)
+	}
+	return nil
 }
 
 func (a *API) createNetwork(ctx context.Context, id Identity, body map[string]json.RawMessage) (any, error) {
@@ -185,8 +189,8 @@ func (a *API) createNetwork(ctx context.Context, id Identity, body map[string]js
 		return nil, invalidInput("network_type value '%s' not supported", shortRaw(n.NetworkType))
 	}
 	if mtu != 0 {
-		if mtu < 68 || mtu > 9000 {
-			return nil, invalidInput("MTU %d is not between 68 and 9000.", mtu)
+		if err := checkMTU(mtu); err != nil {
+			return nil, err
 		}
 		n.MTU = mtu
 	}
@@ -223,11 +227,7 @@ func (a *API) createNetwork(ctx context.Context, id Identity, body map[string]js
 	if err != nil {
 		return nil, err
 	}
-	v := networkView(n, nil, id.Admin)
-	if !n.External {
-		v["is_default"] = false
-	}
-	return map[string]any{"network": v}, nil
+	return map[string]any{"network": networkView(n, nil, id.Admin)}, nil
 }
 
 // ownedNetwork loads a network the identity may change: 404 when invisible,
@@ -261,6 +261,11 @@ func (a *API) updateNetwork(ctx context.Context, id Identity, netID string, body
 			in.boolean("router:external", &n.External), in.integer("mtu", &n.MTU),
 		} {
 			if err != nil {
+				return err
+			}
+		}
+		if in.has("mtu") {
+			if err := checkMTU(n.MTU); err != nil {
 				return err
 			}
 		}
@@ -366,7 +371,6 @@ func subnetView(s *store.Subnet) map[string]any {
 	o["ipv6_ra_mode"] = nil
 	o["name"] = s.Name
 	o["network_id"] = s.NetworkID
-	o["service_types"] = []string{}
 	o["subnetpool_id"] = nil
 	return o
 }
@@ -438,14 +442,41 @@ func (a *API) getSubnet(tx *store.Tx, id Identity, subID string) (map[string]any
 	return subnetView(s), nil
 }
 
+// subnetAttrs are the core subnet attributes. service_types
+// (subnet-service-types) and segment_id (segment) are not implemented:
+// unrecognized, a 400. Of the core ones l3ha has no use for,
+// checkUnusedSubnetAttrs accepts only the values that ask for nothing.
 var subnetAttrs = map[string]attr{
 	"name": {post: true, put: true}, "description": {post: true, put: true},
 	"network_id": {post: true}, "cidr": {post: true}, "ip_version": {post: true},
 	"gateway_ip": {post: true, put: true}, "enable_dhcp": {post: true, put: true},
 	"allocation_pools": {post: true, put: true}, "dns_nameservers": {post: true, put: true},
-	"host_routes": {post: true, put: true}, "subnetpool_id": {post: true}, "service_types": {post: true, put: true},
+	"host_routes": {post: true, put: true}, "subnetpool_id": {post: true},
 	"ipv6_address_mode": {post: true}, "ipv6_ra_mode": {post: true}, "prefixlen": {post: true},
-	"segment_id": {post: true, put: true},
+}
+
+// checkUnusedSubnetAttrs refuses what a subnet create asks of features
+// l3ha does not have, rather than dropping it: a subnet pool
+// (subnetpool_id, and prefixlen, which only means something with one) and
+// IPv6 address modes (l3ha's subnets are IPv4). null is accepted: it asks
+// for nothing.
+func checkUnusedSubnetAttrs(in input) *Error {
+	set := func(k string) bool { raw, ok := in.m[k]; return ok && string(raw) != "null" }
+	if set("subnetpool_id") {
+		return badRequest("Invalid input for subnetpool_id. Reason: subnet pools are not implemented by l3ha; subnetpool_id must be null.")
+	}
+	if set("prefixlen") {
+		if in.has("cidr") {
+			return errf(http.StatusBadRequest, "BadRequest", "Bad subnets request: cidr and prefixlen must not be supplied together.")
+		}
+		return errf(http.StatusBadRequest, "BadRequest", "Bad subnets request: prefixlen allocates from a subnet pool, and l3ha has none: give a cidr.")
+	}
+	for _, k := range []string{"ipv6_ra_mode", "ipv6_address_mode"} {
+		if set(k) {
+			return invalidInput("%s applies to IPv6 subnets, which l3ha does not support.", k)
+		}
+	}
+	return nil
 }
 
 func (a *API) createSubnet(ctx context.Context, id Identity, body map[string]json.RawMessage) (any, error) {
@@ -479,6 +510,9 @@ func (a *API) createSubnet(ctx context.Context, id Identity, body map[string]jso
 			return nil, invalidInput("IPv6 subnets are not supported by l3ha yet.")
 		}
 		return nil, badRequest("Invalid input for ip_version. Reason: %d is not in [4, 6].", s.IPVersion)
+	}
+	if err := checkUnusedSubnetAttrs(in); err != nil {
+		return nil, err
 	}
 	if cidr == "" {
 		return nil, badRequest("Bad subnets request: a cidr must be specified in the absence of a subnet pool.")

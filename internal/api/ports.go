@@ -44,18 +44,16 @@ func routerOwned(owner string) bool {
 func portView(p *store.Port, admin bool) map[string]any {
 	o := std(map[string]any{}, p.ID, p.ProjectID, p.Revision, p.CreatedAt, p.UpdatedAt)
 	o["admin_state_up"] = p.AdminStateUp
-	o["allowed_address_pairs"] = []any{}
+	// binding:vnic_type is always normal: the only kind of port the data
+	// plane plugs (createPort and updatePort refuse the others).
 	o["binding:vnic_type"] = "normal"
 	o["description"] = p.Description
 	o["device_id"] = p.DeviceID
 	o["device_owner"] = p.DeviceOwner
-	o["extra_dhcp_opts"] = []any{}
 	o["fixed_ips"] = nonNilSlice(p.FixedIPs)
 	o["mac_address"] = p.MACAddress
 	o["name"] = p.Name
 	o["network_id"] = p.NetworkID
-	o["port_security_enabled"] = !routerOwned(p.DeviceOwner)
-	o["security_groups"] = []string{}
 	o["status"] = p.Status
 	if admin {
 		o["binding:host_id"] = p.HostID
@@ -102,6 +100,13 @@ func (a *API) getPort(tx *store.Tx, id Identity, portID string) (map[string]any,
 	return portView(p, id.Admin), nil
 }
 
+// portAttrs are the port attributes l3ha does something with: the core
+// ones and the binding extension's. Those of extensions l3ha does not
+// implement — security_groups, port_security_enabled,
+// allowed_address_pairs (nothing filters a port's traffic), extra_dhcp_opts
+// (there is no DHCP service) — are unrecognized attributes, a 400, as in a
+// Neutron without those extensions: accepting and dropping them would let
+// a tenant believe a port is filtered when it is not.
 var portAttrs = map[string]attr{
 	"name": {post: true, put: true}, "description": {post: true, put: true},
 	"network_id": {post: true}, "admin_state_up": {post: true, put: true},
@@ -109,8 +114,29 @@ var portAttrs = map[string]attr{
 	"device_id": {post: true, put: true}, "device_owner": {post: true, put: true},
 	"binding:host_id": {post: true, put: true, adminOnly: true}, "binding:vnic_type": {post: true, put: true},
 	"binding:profile": {post: true, put: true, adminOnly: true},
-	"security_groups": {post: true, put: true}, "port_security_enabled": {post: true, put: true},
-	"allowed_address_pairs": {post: true, put: true}, "extra_dhcp_opts": {post: true, put: true},
+}
+
+// checkBinding refuses the binding attributes l3ha cannot honour: a vnic
+// type other than normal (no SR-IOV, macvtap or baremetal plugging) and a
+// non-empty binding:profile (no mechanism driver reads one). Both are
+// otherwise accepted as no-ops that say what l3ha does anyway.
+func checkBinding(in input) *Error {
+	if raw, ok := in.m["binding:vnic_type"]; ok {
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil || s != "normal" {
+			return badRequest("Invalid input for binding:vnic_type. Reason: '%s' is not in ['normal'].", shortRaw(string(raw)))
+		}
+	}
+	if raw, ok := in.m["binding:profile"]; ok && string(raw) != "null" {
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &m); err != nil || m == nil {
+			return badRequest("Invalid input for binding:profile. Reason: '%s' is not a dictionary.", shortRaw(string(raw)))
+		}
+		if len(m) > 0 {
+			return badRequest("Invalid input for binding:profile. Reason: l3ha reads no binding profile; it must be empty.")
+		}
+	}
+	return nil
 }
 
 type fixedIPRequest struct {
@@ -182,6 +208,9 @@ func allocateFixedIPs(tx *store.Tx, n *store.Network, reqs []fixedIPRequest, exp
 func (a *API) createPort(ctx context.Context, id Identity, body map[string]json.RawMessage) (any, error) {
 	in := input{m: body, singular: "port"}
 	if err := checkAttrs(in, portAttrs, true, id); err != nil {
+		return nil, err
+	}
+	if err := checkBinding(in); err != nil {
 		return nil, err
 	}
 	project, perr := in.project(id)
@@ -265,6 +294,9 @@ func validMAC(s string) bool {
 func (a *API) updatePort(ctx context.Context, id Identity, portID string, body map[string]json.RawMessage) (any, error) {
 	in := input{m: body, singular: "port"}
 	if err := checkAttrs(in, portAttrs, false, id); err != nil {
+		return nil, err
+	}
+	if err := checkBinding(in); err != nil {
 		return nil, err
 	}
 	var view map[string]any

@@ -56,9 +56,25 @@ func (a *API) list(ctx context.Context, id Identity, res *resource, r *http.Requ
 	}
 	sort.SliceStable(objs, func(i, j int) bool { return fmt.Sprint(objs[i]["id"]) < fmt.Sprint(objs[j]["id"]) })
 	out := map[string]any{}
+	// Pagination: a page follows the marker, or with page_reverse precedes
+	// it (the page nearest the marker, still in ascending order), as
+	// Neutron pages.
+	reverse := false
+	if v := q.Get("page_reverse"); v != "" {
+		b, err := parseBool(json.RawMessage(strconv.Quote(v)))
+		if err != nil {
+			return nil, badRequest("Invalid input for page_reverse. Reason: '%s' cannot be converted to boolean.", shortRaw(v))
+		}
+		reverse = b
+	}
 	if marker := q.Get("marker"); marker != "" {
-		k := sort.Search(len(objs), func(i int) bool { return fmt.Sprint(objs[i]["id"]) > marker })
-		objs = objs[k:]
+		if reverse {
+			k := sort.Search(len(objs), func(i int) bool { return fmt.Sprint(objs[i]["id"]) >= marker })
+			objs = objs[:k]
+		} else {
+			k := sort.Search(len(objs), func(i int) bool { return fmt.Sprint(objs[i]["id"]) > marker })
+			objs = objs[k:]
+		}
 	}
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
@@ -66,13 +82,20 @@ func (a *API) list(ctx context.Context, id Identity, res *resource, r *http.Requ
 			return nil, badRequest("Limit must be an integer 0 or greater and not '%s'", l)
 		}
 		if n > 0 && len(objs) > n {
-			objs = objs[:n]
+			rel, markerObj := "next", map[string]any(nil)
+			if reverse {
+				objs = objs[len(objs)-n:]
+				rel, markerObj = "previous", objs[0]
+			} else {
+				objs = objs[:n]
+				markerObj = objs[n-1]
+			}
 			next := url.Values{}
 			for k, v := range q {
 				next[k] = v
 			}
-			next.Set("marker", fmt.Sprint(objs[n-1]["id"]))
-			out[res.collection+"_links"] = []any{map[string]any{"rel": "next", "href": baseURL(r) + "/v2.0/" + res.collection + "?" + next.Encode()}}
+			next.Set("marker", fmt.Sprint(markerObj["id"]))
+			out[res.collection+"_links"] = []any{map[string]any{"rel": rel, "href": baseURL(r) + "/v2.0/" + res.collection + "?" + next.Encode()}}
 		}
 	}
 	fields := q["fields"]
@@ -102,11 +125,17 @@ func (a *API) show(ctx context.Context, id Identity, res *resource, memberID str
 // "['name'] is invalid attribute for filtering". Every attribute an admin
 // sees may be filtered on (a superset of Neutron's filterable ones); one
 // the caller does not see matches nothing (applyFilters).
+//
+// An attribute of an extension l3ha does not implement (security_groups,
+// port_security_enabled, tags, …) is not shown, so not a filter either: a
+// 400 too. changed_since (standard-attr-timestamp) filters the resources
+// with timestamps.
 func validateFilters(res *resource, q url.Values) *Error {
 	known := res.sample()
+	_, timestamped := known["updated_at"]
 	var invalid []string
 	for k := range q {
-		if _, ok := known[k]; !ok && !nonFilterParams[k] {
+		if _, ok := known[k]; !ok && !nonFilterParams[k] && !(k == changedSince && timestamped) {
 			invalid = append(invalid, "'"+k+"'")
 		}
 	}
@@ -117,18 +146,52 @@ func validateFilters(res *resource, q url.Values) *Error {
 	return badRequest("[%s] is invalid attribute for filtering", strings.Join(invalid, ", "))
 }
 
+// nonFilterParams are the query parameters that are not filters. sort_key
+// and sort_dir are ignored (lists are in id order), as in a Neutron
+// without the sorting extension, which l3ha does not list.
 var nonFilterParams = map[string]bool{"fields": true, "limit": true, "marker": true, "sort_key": true, "sort_dir": true, "page_reverse": true}
+
+const changedSince = "changed_since"
+
+// parseChangedSince reads standard-attr-timestamp's changed_since the way
+// oslo's parse_isotime does (RFC 3339, fractions and an offset optional;
+// no offset is UTC). Views show whole seconds, so the time is truncated to
+// one: a change within that second is listed.
+func parseChangedSince(v string) (time.Time, *Error) {
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02T15:04:05"} {
+		if t, err := time.Parse(layout, v); err == nil {
+			return t.UTC().Truncate(time.Second), nil
+		}
+	}
+	return time.Time{}, invalidInput("The input %s must be in the following format: YYYY-MM-DDTHH:MM:SSZ", changedSince)
+}
 
 // applyFilters keeps the objects whose attributes match every query filter;
 // several values of one filter match any of them; booleans compare
 // case-insensitively. Filters on attributes the object does not show match
 // nothing except "tenant_id"/"project_id" aliases, which are always shown.
 func applyFilters(objs []map[string]any, q url.Values) ([]map[string]any, error) {
+	var since time.Time
+	if v, ok := q[changedSince]; ok {
+		t, err := parseChangedSince(v[0])
+		if err != nil {
+			return nil, err
+		}
+		since = t
+	}
 	var out []map[string]any
 	for _, o := range objs {
 		ok := true
 		for k, vals := range q {
 			if nonFilterParams[k] {
+				continue
+			}
+			if k == changedSince {
+				u, err := time.Parse(time.RFC3339, fmt.Sprint(o["updated_at"]))
+				if err != nil || u.Before(since) {
+					ok = false
+					break
+				}
 				continue
 			}
 			if k == "fixed_ips" {
@@ -243,7 +306,7 @@ func std(o map[string]any, id, project string, revision int, created, updated ti
 	o["revision_number"] = revision
 	o["created_at"] = ts(created)
 	o["updated_at"] = ts(updated)
-	o["tags"] = []string{}
+	// No "tags": standard-attr-tag is not implemented.
 	return o
 }
 

@@ -41,15 +41,12 @@ var errNoDVR = badRouter("distributed routers (DVR) are not implemented by l3ha;
 // routerContext is what rendering routers needs besides the rows.
 type routerContext struct {
 	gwPorts map[string]*store.Port // by port id
-	bound   map[string]bool        // router id → has a binding
 }
 
 func loadRouterContext(tx *store.Tx, routers []*store.Router) (*routerContext, error) {
-	rc := &routerContext{gwPorts: map[string]*store.Port{}, bound: map[string]bool{}}
+	rc := &routerContext{gwPorts: map[string]*store.Port{}}
 	var gwIDs []string
-	var ids []string
 	for _, r := range routers {
-		ids = append(ids, r.ID)
 		if r.GWPortID != nil {
 			gwIDs = append(gwIDs, *r.GWPortID)
 		}
@@ -67,31 +64,13 @@ func loadRouterContext(tx *store.Tx, routers []*store.Router) (*routerContext, e
 			rc.gwPorts[p.ID] = p
 		}
 	}
-	w := store.Where(nil)
-	if len(ids) <= 200 {
-		w = store.Where{"router_id": ids}
-	}
-	bs, err := tx.ListBindings(w)
-	if err != nil {
-		return nil, err
-	}
-	for _, b := range bs {
-		rc.bound[b.RouterID] = true
-	}
 	return rc, nil
 }
 
 func routerView(r *store.Router, rc *routerContext, admin bool) map[string]any {
 	o := std(map[string]any{}, r.ID, r.ProjectID, r.Revision, r.CreatedAt, r.UpdatedAt)
 	o["admin_state_up"] = r.AdminStateUp
-	o["availability_zone_hints"] = []string{}
-	if rc.bound[r.ID] {
-		o["availability_zones"] = []string{"nova"}
-	} else {
-		o["availability_zones"] = []string{}
-	}
 	o["description"] = r.Description
-	o["flavor_id"] = nil
 	o["name"] = r.Name
 	o["routes"] = nonNilSlice(r.Routes)
 	o["status"] = r.Status
@@ -157,11 +136,15 @@ func (a *API) getRouter(tx *store.Tx, id Identity, routerID string) (map[string]
 	return a.renderRouter(tx, r, id.Admin)
 }
 
+// routerAttrs are the attributes of router, ext-gw-mode, extraroute and
+// l3-ha (and distributed, refused unless false: errNoDVR).
+// availability_zone_hints (router_availability_zone) and flavor_id
+// (l3-flavors) are not implemented: unrecognized, a 400.
 var routerAttrs = map[string]attr{
 	"name": {post: true, put: true}, "description": {post: true, put: true},
 	"admin_state_up": {post: true, put: true}, "ha": {post: true, put: true, adminOnly: true},
 	"distributed": {post: true, put: true, adminOnly: true}, "external_gateway_info": {post: true, put: true},
-	"routes": {put: true}, "availability_zone_hints": {post: true}, "flavor_id": {post: true},
+	"routes": {put: true},
 }
 
 // gatewayRequest is a decoded external_gateway_info; nil means "clear".
@@ -185,7 +168,8 @@ func parseGateway(raw json.RawMessage, id Identity, op string) (*gatewayRequest,
 	}
 	in := input{m: m, singular: "router"}
 	for k := range m {
-		if k != "network_id" && k != "enable_snat" && k != "external_fixed_ips" && k != "qos_policy_id" {
+		// qos_policy_id (qos-gateway-ip) is not implemented: unexpected.
+		if k != "network_id" && k != "enable_snat" && k != "external_fixed_ips" {
 			return nil, badRequest("Invalid input for external_gateway_info. Reason: Unexpected keys supplied: %s.", k)
 		}
 	}
@@ -240,9 +224,6 @@ func (a *API) createRouter(ctx context.Context, id Identity, body map[string]jso
 	}
 	if r.Distributed {
 		return nil, errNoDVR
-	}
-	if raw, ok := body["flavor_id"]; ok && string(raw) != "null" {
-		return nil, badRequest("Invalid input for flavor_id. Reason: router flavors are not supported.")
 	}
 	var gw *gatewayRequest
 	if raw, ok := body["external_gateway_info"]; ok {

@@ -20,17 +20,19 @@ import (
 
 // Environment variables that give the global flags their defaults.
 const (
-	envURL     = "L3HA_URL"
-	envToken   = "L3HA_TOKEN"
-	envProject = "L3HA_PROJECT"
-	envRoles   = "L3HA_ROLES"
+	envURL      = "L3HA_URL"
+	envToken    = "L3HA_TOKEN"
+	envProject  = "L3HA_PROJECT"
+	envRoles    = "L3HA_ROLES"
+	envCACert   = "L3HA_CACERT"
+	envOSCACert = "OS_CACERT"
 
 	defaultURL = "http://127.0.0.1:9696"
 )
 
 // app holds the values of the global flags of one command tree.
 type app struct {
-	url, token, project, roles, output string
+	url, token, project, roles, output, caCert string
 }
 
 // Register adds the client commands to root: network, subnet, router,
@@ -44,6 +46,7 @@ func Register(root *cobra.Command, agentCmd *cobra.Command) {
 	pf.StringVar(&a.token, "token", os.Getenv(envToken), "token sent as X-Auth-Token (env "+envToken+")")
 	pf.StringVar(&a.project, "project", os.Getenv(envProject), "project sent as X-Project-Id, for the server's noauth mode (env "+envProject+")")
 	pf.StringVar(&a.roles, "roles", os.Getenv(envRoles), "comma-separated roles sent as X-Roles, for the server's noauth mode (env "+envRoles+")")
+	pf.StringVar(&a.caCert, "ca-cert", envOr(envCACert, os.Getenv(envOSCACert)), "PEM file of the CA(s) that signed the server's certificate, for https URLs (env "+envCACert+" or "+envOSCACert+"; default: the system's roots)")
 	pf.StringVarP(&a.output, "output", "o", formatTable, "output format: table|json")
 
 	root.AddCommand(a.networkCmd(), a.subnetCmd(), a.routerCmd(), a.floatingipCmd())
@@ -96,6 +99,7 @@ func (a *app) session(cmd *cobra.Command) (*session, error) {
 		flagValue(cmd, "token", a.token),
 		flagValue(cmd, "project", a.project),
 		flagValue(cmd, "roles", a.roles),
+		flagValue(cmd, "ca-cert", a.caCert),
 	)
 	if err != nil {
 		return nil, err

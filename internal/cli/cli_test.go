@@ -174,7 +174,7 @@ func TestClientTimeout(t *testing.T) {
 	}))
 	defer srv.Close()
 	defer close(release)
-	c, err := newClient(srv.URL, "", "", "")
+	c, err := newClient(srv.URL, "", "", "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +190,7 @@ func TestClientTimeout(t *testing.T) {
 }
 
 func TestClientCancel(t *testing.T) {
-	c, err := newClient("http://127.0.0.1:1", "", "", "")
+	c, err := newClient("http://127.0.0.1:1", "", "", "", "")
 	if err != nil {
 		t.Fatal(err)
 	}

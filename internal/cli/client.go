@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/l3ha/l3ha/internal/tlsconf"
 )
 
 // defaultTimeout bounds every API call (connect, request and reading the answer).
@@ -31,21 +33,26 @@ type client struct {
 }
 
 // newClient returns a client for the API at rawURL. A trailing "/v2.0" in the
-// URL is accepted and ignored, as is a trailing slash.
-func newClient(rawURL, token, project, roles string) (*client, error) {
+// URL is accepted and ignored, as is a trailing slash. caFile (PEM), when
+// given, is what an https server's certificate must chain to.
+func newClient(rawURL, token, project, roles, caFile string) (*client, error) {
 	u, err := url.Parse(strings.TrimSpace(rawURL))
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
 		return nil, fmt.Errorf("invalid --url %q: want http(s)://host:port", rawURL)
 	}
 	base := strings.TrimRight(u.String(), "/")
 	base = strings.TrimSuffix(base, "/v2.0")
+	tr, err := tlsconf.Transport(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("--ca-cert: %w", err)
+	}
 	return &client{
 		baseURL: base,
 		token:   token,
 		project: project,
 		roles:   roles,
 		timeout: defaultTimeout,
-		http:    &http.Client{},
+		http:    &http.Client{Transport: tr},
 	}, nil
 }
 

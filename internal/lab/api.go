@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/l3ha/l3ha/internal/tlsconf"
 )
 
 // nsDialer returns a DialContext whose sockets are created inside the named
@@ -46,13 +48,19 @@ type apiClient struct {
 	token func(ctx context.Context, fresh bool) (string, error)
 }
 
-// newAPIClient returns a client for the server at base (http://10.99.0.1:9696)
-// whose connections are opened inside namespace ns.
-func newAPIClient(ns, base string) *apiClient {
+// newAPIClient returns a client for the server at base
+// (https://10.99.0.1:9696) whose connections are opened inside namespace ns
+// and trust the CA of caFile (the lab's).
+func newAPIClient(ns, base, caFile string) *apiClient {
 	tr := &http.Transport{
 		DialContext:         nsDialer(ns),
 		MaxIdleConnsPerHost: 4,
 		IdleConnTimeout:     30 * time.Second,
+	}
+	if ca, err := tlsconf.Transport(caFile); err == nil {
+		// A lab without its CA file (removed behind its back) gets
+		// errors from the handshake, which say what is wrong.
+		tr.TLSClientConfig = ca.TLSClientConfig
 	}
 	return &apiClient{base: strings.TrimRight(base, "/"), http: &http.Client{Transport: tr, Timeout: 15 * time.Second}}
 }

@@ -36,14 +36,14 @@
 //
 // The server runs in the controller's namespace:
 //
-//	l3ha server --bind 10.99.0.1:9696 --state-dir <dir>/server --agent-token-file <dir>/agent-token
+//	l3ha server --bind 10.99.0.1:9696 --state-dir <dir>/server --agent-tokens-file <dir>/agent-tokens
 //	    --auth-strategy noauth --l3-ha true --agent-down-time 10
 //	    --min-l3-agents-per-router 2 --max-l3-agents-per-router 2
 //
 // (SQLite in <dir>/server; agent_down_time 10 s by default so that a dead
 // node shows in the API quickly). Each node runs
 //
-//	l3ha agent --host <node> --server http://10.99.0.1:9696 --agent-token-file <dir>/agent-token
+//	l3ha agent --host <node> --server http://10.99.0.1:9696 --agent-token-file <dir>/agent-token-<node>
 //	    --state-dir <dir>/nodes/<node> --local-ip 10.99.0.X --dataplane linux|fake
 //	    --agent-mode legacy (network nodes) | dvr (compute1)
 //	    --netns-suffix -<name>-<node>
@@ -89,10 +89,10 @@
 // 5 s; agents before the server), then every other process whose network
 // namespace is one of the lab's (found through /proc/<pid>/ns/net: pingers,
 // keepalived, daemons whose record was lost), then any process whose
-// command line names the lab's token file (a daemon whose namespace was
+// command line names one of the lab's token files (a daemon whose namespace was
 // deleted behind the lab's back), then deletes the lab's
 // namespaces — l3ha-<name>-* and <kind>-<uuid>-<name>-<node> made by its
-// agents — and what the lab made in its directory (lab.json, agent-token,
+// agents — and what the lab made in its directory (lab.json, agent-tokens, agent-token-<node>,
 // server/, nodes/, logs/ unless --keep-logs; the directory itself if that
 // empties it, never a file of someone else's). It needs
 // neither lab.json nor a running lab: after a crash, or run twice, it removes

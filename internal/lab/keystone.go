@@ -82,6 +82,7 @@ func startKeystone(ctx context.Context, o *Options, st *State) error {
 	if err != nil {
 		return err
 	}
+	cloud.CACert = caPath(o.Dir) // the lab's server speaks https
 	if err := cloud.WriteCloudsYAML(cloudsYAMLPath(o.Dir)); err != nil {
 		return err
 	}

@@ -284,8 +284,8 @@ func TestLabUpWithKeystone(t *testing.T) {
 	// Without a token, or with one Keystone never issued, the server says
 	// 401; the l3ha CLI says so too.
 	for _, args := range [][]string{
-		{"network", "list", "--url", serverURL()},
-		{"network", "list", "--url", serverURL(), "--token", "not-a-keystone-token"},
+		{"network", "list", "--url", serverURL(), "--ca-cert", caPath(dir)},
+		{"network", "list", "--url", serverURL(), "--ca-cert", caPath(dir), "--token", "not-a-keystone-token"},
 	} {
 		out, err := inNSEnv(ctx, ns, cleanEnv(), append([]string{labBinary}, args...)...)
 		if err == nil || !strings.Contains(out, "401") {

@@ -126,18 +126,22 @@ func requireRoot() error {
 }
 
 // Paths inside the lab directory.
-func tokenPath(dir string) string          { return filepath.Join(dir, "agent-token") }
-func logPath(dir, proc string) string      { return filepath.Join(dir, "logs", proc+".log") }
-func serverStateDir(dir string) string     { return filepath.Join(dir, "server") }
-func nodeStateDir(dir, node string) string { return filepath.Join(dir, "nodes", node) }
+// tokensPath is the server's agent tokens file (a line HOST TOKEN per node).
+func tokensPath(dir string) string { return filepath.Join(dir, "agent-tokens") }
+
+// nodeTokenPath holds node's agent credential.
+func nodeTokenPath(dir, node string) string { return filepath.Join(dir, "agent-token-"+node) }
+func logPath(dir, proc string) string       { return filepath.Join(dir, "logs", proc+".log") }
+func serverStateDir(dir string) string      { return filepath.Join(dir, "server") }
+func nodeStateDir(dir, node string) string  { return filepath.Join(dir, "nodes", node) }
 
 // serverURL is the URL of the lab's server (reachable inside the lab only).
-func serverURL() string { return "http://" + ControllerIP + ":" + strconv.Itoa(ServerPort) }
+func serverURL() string { return "https://" + ControllerIP + ":" + strconv.Itoa(ServerPort) }
 
 // apiFor returns a client of the lab's server that connects from inside the
 // controller's namespace.
 func apiFor(st *State) *apiClient {
-	c := newAPIClient(NodeNamespace(st.Name, controllerNode().Name), serverURL())
+	c := newAPIClient(NodeNamespace(st.Name, controllerNode().Name), serverURL(), caPath(st.Dir))
 	if st.Keystone != nil {
 		c.token = keystoneLogin(st)
 	}
@@ -203,7 +207,10 @@ func up(ctx context.Context, o *Options) (*State, error) {
 	if err := os.MkdirAll(filepath.Join(o.Dir, "logs"), 0o755); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(tokenPath(o.Dir), []byte(randomHex(16)+"\n"), 0o600); err != nil {
+	if err := writeAgentTokens(o.Dir); err != nil {
+		return nil, err
+	}
+	if err := writeLabTLS(o.Dir); err != nil {
 		return nil, err
 	}
 	st := &State{
@@ -382,13 +389,29 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
+// writeAgentTokens gives every node of the lab its own agent credential:
+// the server's tokens file pairs each with its host, so one node's token
+// cannot speak for another.
+func writeAgentTokens(dir string) error {
+	var all strings.Builder
+	for _, n := range Nodes {
+		tok := randomHex(16)
+		fmt.Fprintf(&all, "%s %s\n", n.Name, tok)
+		if err := os.WriteFile(nodeTokenPath(dir, n.Name), []byte(tok+"\n"), 0o600); err != nil {
+			return err
+		}
+	}
+	return os.WriteFile(tokensPath(dir), []byte(all.String()), 0o600)
+}
+
 // serverArgv is the server's command line.
 func serverArgv(st *State) []string {
 	argv := []string{
 		st.Binary, "server",
 		"--bind", ControllerIP + ":" + strconv.Itoa(ServerPort),
 		"--state-dir", serverStateDir(st.Dir),
-		"--agent-token-file", tokenPath(st.Dir),
+		"--agent-tokens-file", tokensPath(st.Dir),
+		"--tls-cert", certPath(st.Dir), "--tls-key", keyPath(st.Dir),
 		"--l3-ha", "true",
 		"--agent-down-time", strconv.Itoa(st.AgentDownTime),
 		"--min-l3-agents-per-router", strconv.Itoa(st.minAgents()),
@@ -546,7 +569,8 @@ func agentArgv(st *State, n Node, caps agentCaps) ([]string, error) {
 	argv := []string{st.Binary, "agent",
 		"--host", n.Name,
 		"--server", st.ServerURL,
-		"--agent-token-file", tokenPath(st.Dir),
+		"--server-ca", caPath(st.Dir),
+		"--agent-token-file", nodeTokenPath(st.Dir, n.Name),
 		"--state-dir", nodeStateDir(st.Dir, n.Name),
 		"--local-ip", n.FabricIP,
 		"--dataplane", st.Dataplane,
@@ -575,7 +599,7 @@ func agentArgv(st *State, n Node, caps agentCaps) ([]string, error) {
 	if st.AdvertInt != "" {
 		opt("ha-vrrp-advert-int", st.AdvertInt, true)
 	}
-	for _, f := range []string{"host", "server", "agent-token-file", "state-dir", "local-ip", "dataplane", "agent-mode"} {
+	for _, f := range []string{"host", "server", "server-ca", "agent-token-file", "state-dir", "local-ip", "dataplane", "agent-mode"} {
 		if !caps.flags[f] {
 			missing = append(missing, "--"+f)
 		}
@@ -589,7 +613,13 @@ func agentArgv(st *State, n Node, caps agentCaps) ([]string, error) {
 
 // labEntries are the names a lab creates in its directory; nothing else
 // there is ever removed (the directory may be one the user named).
-var labEntries = []string{stateFile, "agent-token", "server", "nodes", "logs", "keystone", "server.conf", "clouds.yaml"}
+var labEntries = func() []string {
+	e := []string{stateFile, "agent-tokens", "tls", "server", "nodes", "logs", "keystone", "server.conf", "clouds.yaml"}
+	for _, n := range Nodes {
+		e = append(e, filepath.Base(nodeTokenPath("", n.Name)))
+	}
+	return e
+}()
 
 // cleanDir removes what the lab made in dir (with keepLogs, not the logs),
 // and dir itself if that leaves it empty.
@@ -689,13 +719,19 @@ func Down(o DownOptions) error {
 		}, 5*time.Second)
 	}
 	// Daemons of this lab whose record was lost and whose namespace was
-	// deleted behind the lab's back: their command line names the lab's
-	// token file, which no other process does.
-	if pids := pidsWithArgs("--agent-token-file", tokenPath(opts.Dir)); len(pids) > 0 {
-		opts.sayf("stopping %d process(es) of the lab outside its namespaces: %v", len(pids), pids)
-		stopPIDs(pids, func(pid int) bool {
-			return len(pidsWithArgs("--agent-token-file", tokenPath(opts.Dir), pid)) == 1
-		}, 5*time.Second)
+	// deleted behind the lab's back: their command line names one of the
+	// lab's token files, which no other process does.
+	tokenFlags := [][2]string{{"--agent-tokens-file", tokensPath(opts.Dir)}}
+	for _, n := range Nodes {
+		tokenFlags = append(tokenFlags, [2]string{"--agent-token-file", nodeTokenPath(opts.Dir, n.Name)})
+	}
+	for _, tf := range tokenFlags {
+		if pids := pidsWithArgs(tf[0], tf[1]); len(pids) > 0 {
+			opts.sayf("stopping %d process(es) of the lab outside its namespaces: %v", len(pids), pids)
+			stopPIDs(pids, func(pid int) bool {
+				return len(pidsWithArgs(tf[0], tf[1], pid)) == 1
+			}, 5*time.Second)
+		}
 	}
 	if left := stopProcesses(keystones); len(left) > 0 {
 		errs = append(errs, fmt.Errorf("processes %v did not stop", left))

@@ -35,7 +35,7 @@ func TestStateRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Name != "t1" || got.ServerURL != "http://10.99.0.1:9696" || len(got.Processes) != 2 {
+	if got.Name != "t1" || got.ServerURL != "https://10.99.0.1:9696" || len(got.Processes) != 2 {
 		t.Fatalf("loaded %+v", got)
 	}
 	if p, ok := got.process("server"); !ok || p.PID != 44 {
@@ -128,7 +128,8 @@ const helpNow = `Flags:
       --local-ip string                      this node's underlay address for VXLAN tunnels
       --netns-suffix string                  suffix of this agent's router namespaces (qrouter-<id><suffix>)
       --physical-interface-mappings string   flat networks: PHYSNET:IFACE[,PHYSNET:IFACE...]
-      --server string                        URL of the l3ha server (default "http://127.0.0.1:9696")
+      --server strings                       URL of an l3ha server (default [http://127.0.0.1:9696])
+      --server-ca string                     PEM file of the CA(s) that signed the servers' certificates
       --state-dir string                     directory for the agent's state (default "/var/lib/l3ha")
 
 Global Flags:
@@ -179,8 +180,8 @@ func TestAgentArgv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"/bin/l3ha", "agent", "--host", "net1", "--server", "http://10.99.0.1:9696",
-		"--agent-token-file", "/run/l3ha-lab/lab/agent-token", "--state-dir", "/run/l3ha-lab/lab/nodes/net1",
+	want := []string{"/bin/l3ha", "agent", "--host", "net1", "--server", "https://10.99.0.1:9696",
+		"--server-ca", "/run/l3ha-lab/lab/tls/ca.pem", "--agent-token-file", "/run/l3ha-lab/lab/agent-token-net1", "--state-dir", "/run/l3ha-lab/lab/nodes/net1",
 		"--local-ip", "10.99.0.2", "--dataplane", "linux", "--agent-mode", "legacy",
 		"--netns-suffix", "-lab-net1", "--physical-interface-mappings", "public:ext0",
 		"--ha-driver", "keepalived", "--ha-vrrp-advert-int", "0.1"}
@@ -204,26 +205,18 @@ func TestAgentArgv(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "--netns-suffix") || !strings.Contains(err.Error(), "--ha-driver") {
 		t.Errorf("old agent, linux: err = %v", err)
 	}
-	// The fake data plane runs on it, compute1 in legacy mode.
+	// Nor can the fake data plane: an agent that cannot verify the lab's
+	// https server (no --server-ca) is refused by name.
 	fake := &State{Name: "lab", Dir: "/d", Binary: "/bin/l3ha", Dataplane: DataplaneFake, ServerURL: serverURL()}
-	argv, err = agentArgv(fake, c1, old)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s := strings.Join(argv, " "); !strings.Contains(s, "--agent-mode legacy") || strings.Contains(s, "netns-suffix") {
-		t.Errorf("old agent, fake: argv = %s", s)
-	}
-	// An HA option the agent does not know is never dropped silently.
-	fake.HADriver = "native"
-	if _, err := agentArgv(fake, c1, old); err == nil {
-		t.Error("--ha-driver given to an agent without it: no error")
+	if _, err := agentArgv(fake, c1, old); err == nil || !strings.Contains(err.Error(), "--server-ca") {
+		t.Errorf("old agent, fake: err = %v, want one naming --server-ca", err)
 	}
 }
 
 func TestServerArgv(t *testing.T) {
 	st := &State{Name: "lab", Dir: "/d", Binary: "/bin/l3ha", AgentDownTime: 10}
 	s := strings.Join(serverArgv(st), " ")
-	for _, want := range []string{"/bin/l3ha server", "--bind 10.99.0.1:9696", "--state-dir /d/server", "--agent-token-file /d/agent-token",
+	for _, want := range []string{"/bin/l3ha server", "--bind 10.99.0.1:9696", "--state-dir /d/server", "--agent-tokens-file /d/agent-tokens",
 		"--l3-ha true", "--agent-down-time 10", "--min-l3-agents-per-router 2", "--max-l3-agents-per-router 2"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("server argv %q lacks %q", s, want)
@@ -432,7 +425,7 @@ func TestFailoverOptionsDefaults(t *testing.T) {
 
 func TestCleanDirRemovesOnlyTheLabsFiles(t *testing.T) {
 	dir := t.TempDir()
-	for _, f := range []string{stateFile, "agent-token", stateFile + ".123", "mine.txt", "logs/server.log", "nodes/net1/x", "server/l3ha.db"} {
+	for _, f := range []string{stateFile, "agent-tokens", "agent-token-net1", stateFile + ".123", "mine.txt", "logs/server.log", "nodes/net1/x", "server/l3ha.db"} {
 		p := filepath.Join(dir, f)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			t.Fatal(err)

@@ -371,7 +371,7 @@ func (s *simRun) run(ctx context.Context) (err error) {
 		wg.Wait()
 	}()
 	for i := 1; i <= o.Agents; i++ {
-		host := fmt.Sprintf("sim-%04d", i)
+		host := simHostName(i)
 		dp := &simDataplane{FakeDataplane: agent.NewFakeDataplane(), host: host, track: s.track}
 		tr := &http.Transport{
 			DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -380,7 +380,7 @@ func (s *simRun) run(ctx context.Context) (err error) {
 			DisableCompression:  true,
 		}
 		cfg := agent.Config{
-			Host: host, ServerURL: s.srv.url, AgentToken: simAgentToken,
+			Host: host, Servers: []string{s.srv.url}, AgentToken: simAgentTokenOf(host),
 			LocalIP:    fmt.Sprintf("10.%d.%d.%d", 100+i/65536, (i/256)%256, i%256),
 			HTTPClient: &http.Client{Transport: tr},
 		}
@@ -915,6 +915,12 @@ type simServer struct {
 	done   chan error         // in-process
 }
 
+// simHostName is the host name of simulated agent i (from 1).
+func simHostName(i int) string { return fmt.Sprintf("sim-%04d", i) }
+
+// simAgentTokenOf is the agent credential of a simulated host.
+func simAgentTokenOf(host string) string { return simAgentToken + "-" + host }
+
 // startSimServer starts `l3ha server` on a free loopback port.
 func startSimServer(ctx context.Context, o *SimulateOptions, dir string) (*simServer, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -931,8 +937,17 @@ func startSimServer(ctx context.Context, o *SimulateOptions, dir string) (*simSe
 	if o.MaxAgentsPerRouter == 1 || o.Agents < 2 {
 		minAgents = 1
 	}
+	tokens := filepath.Join(dir, "agent-tokens")
+	var lines strings.Builder
+	for i := 1; i <= o.Agents; i++ {
+		fmt.Fprintf(&lines, "%s %s\n", simHostName(i), simAgentTokenOf(simHostName(i)))
+	}
+	if err := os.WriteFile(tokens, []byte(lines.String()), 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
 	args := []string{
-		"--bind", addr, "--state-dir", stateDir, "--agent-token", simAgentToken,
+		"--bind", addr, "--state-dir", stateDir, "--agent-tokens-file", tokens,
 		"--auth-strategy", "noauth", "--l3-ha", "true",
 		"--max-l3-agents-per-router", strconv.Itoa(o.MaxAgentsPerRouter),
 		"--min-l3-agents-per-router", strconv.Itoa(minAgents),

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -53,12 +52,16 @@ func writeEndpointError(w http.ResponseWriter, e endpointError) {
 
 func (s *Server) agentEndpoint() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got := r.Header.Get(agentapi.TokenHeader)
-		if got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.AgentToken)) != 1 {
+		host, ok := "", false
+		if tok := r.Header.Get(agentapi.TokenHeader); tok != "" && s.cfg.AgentCredentials != nil {
+			host, ok = s.cfg.AgentCredentials.HostFor(tok)
+		}
+		if !ok {
 			s.log.Warn("agent request with a missing or wrong agent token", "remote", r.RemoteAddr, "path", r.URL.Path)
 			writeEndpointError(w, endpointError{http.StatusUnauthorized, "HTTPUnauthorized", "missing or invalid agent token"})
 			return
 		}
+		r = r.WithContext(withAgentHost(r.Context(), host))
 		var err error
 		switch {
 		case r.URL.Path == agentapi.PathHeartbeat && r.Method == http.MethodPost:
@@ -72,7 +75,11 @@ func (s *Server) agentEndpoint() http.Handler {
 		}
 		if err != nil {
 			var e endpointError
-			if !errors.As(err, &e) {
+			if errors.As(err, &e) {
+				if e.status == http.StatusForbidden {
+					s.log.Warn("agent request refused", "remote", r.RemoteAddr, "path", r.URL.Path, "credential_host", host, "reason", e.message)
+				}
+			} else {
 				if r.Context().Err() != nil {
 					return
 				}
@@ -112,6 +119,9 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) error {
 	}
 	if hb.Host == "" || len(hb.Host) > 255 {
 		return endpointError{http.StatusBadRequest, "HTTPBadRequest", "heartbeat needs a host of at most 255 characters"}
+	}
+	if err := actFor(r, hb.Host); err != nil {
+		return err
 	}
 	if hb.AgentType == "" {
 		hb.AgentType = agentapi.AgentTypeL3
@@ -304,6 +314,9 @@ func (s *Server) waitState(w http.ResponseWriter, r *http.Request) error {
 	host, etag := q.Get("host"), q.Get("etag")
 	if host == "" {
 		return endpointError{http.StatusBadRequest, "HTTPBadRequest", "host is required"}
+	}
+	if err := actFor(r, host); err != nil {
+		return err
 	}
 	wait := time.Duration(0)
 	if ws := q.Get("wait"); ws != "" {

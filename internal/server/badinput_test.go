@@ -96,8 +96,9 @@ func TestBadInputIsRejectedAndChangesNothing(t *testing.T) {
 }
 
 // TestBadInputAgentEndpointNeedsTheAgentToken: an agent endpoint request
-// without the shared token, or with a wrong one, is 401 and changes nothing,
-// even when it would register an agent or claim mastership.
+// without an agent token, or with a wrong one, is 401, one with another
+// host's credential is 403, and neither changes anything, even when it
+// would register an agent or claim mastership.
 func TestBadInputAgentEndpointNeedsTheAgentToken(t *testing.T) {
 	for _, backend := range servertest.Backends(t) {
 		t.Run(backend, func(t *testing.T) {
@@ -117,9 +118,9 @@ func TestBadInputAgentEndpointNeedsTheAgentToken(t *testing.T) {
 				{name: "heartbeat with wrong token", method: "POST", path: agentapi.PathHeartbeat, body: hb,
 					header: map[string]string{agentapi.TokenHeader: "nope"}, status: 401, typ: typ, msg: msg},
 				{name: "heartbeat with a longer token", method: "POST", path: agentapi.PathHeartbeat, body: hb,
-					header: map[string]string{agentapi.TokenHeader: servertest.AgentToken + "x"}, status: 401, typ: typ, msg: msg},
+					header: map[string]string{agentapi.TokenHeader: "x" + servertest.AgentTokenOf("intruder")}, status: 401, typ: typ, msg: msg},
 				{name: "heartbeat with the API token header instead", method: "POST", path: agentapi.PathHeartbeat, body: hb,
-					header: map[string]string{"X-Auth-Token": servertest.AgentToken}, status: 401, typ: typ, msg: msg},
+					header: map[string]string{"X-Auth-Token": servertest.AgentTokenOf("intruder")}, status: 401, typ: typ, msg: msg},
 				{name: "state without token", method: "GET", path: agentapi.PathState + "?host=net1", status: 401, typ: typ, msg: msg},
 				{name: "ha_states without token", method: "POST", path: agentapi.PathHAStates, body: claim, status: 401, typ: typ, msg: msg},
 				{name: "ha_states with wrong token (net1)", method: "POST", path: agentapi.PathHAStates, body: claim,
@@ -127,20 +128,29 @@ func TestBadInputAgentEndpointNeedsTheAgentToken(t *testing.T) {
 				{name: "ha_states with wrong token (net2)", method: "POST", path: agentapi.PathHAStates, body: claim2,
 					header: map[string]string{agentapi.TokenHeader: "wrong"}, status: 401, typ: typ, msg: msg},
 				{name: "unknown agent path without token", method: "GET", path: "/agent/v1/nothing", status: 401, typ: typ, msg: msg},
+				// A host's credential speaks for that host only.
+				{name: "heartbeat as another host", method: "POST", path: agentapi.PathHeartbeat, body: `{"host": "net2", "agent_type": "L3 agent", "configurations": {}}`,
+					header: map[string]string{agentapi.TokenHeader: servertest.AgentTokenOf("net1")}, status: 403, typ: "HTTPForbidden"},
+				{name: "heartbeat registering a new host with another host's credential", method: "POST", path: agentapi.PathHeartbeat, body: hb,
+					header: map[string]string{agentapi.TokenHeader: servertest.AgentTokenOf("net1")}, status: 403, typ: "HTTPForbidden"},
+				{name: "desired state of another host", method: "GET", path: agentapi.PathState + "?host=net2",
+					header: map[string]string{agentapi.TokenHeader: servertest.AgentTokenOf("net1")}, status: 403, typ: "HTTPForbidden"},
+				{name: "ha_states for another host", method: "POST", path: agentapi.PathHAStates, body: claim2,
+					header: map[string]string{agentapi.TokenHeader: servertest.AgentTokenOf("net1")}, status: 403, typ: "HTTPForbidden"},
 				// With the right token, bad bodies are still refused.
 				{name: "ha_states bad state", method: "POST", path: agentapi.PathHAStates,
 					body:   fmt.Sprintf(`{"host": "net1", "states": {%q: "master"}}`, fx.router),
-					header: map[string]string{agentapi.TokenHeader: servertest.AgentToken}, status: 400, typ: "HTTPBadRequest"},
+					header: map[string]string{agentapi.TokenHeader: servertest.AgentTokenOf("net1")}, status: 400, typ: "HTTPBadRequest"},
 				{name: "ha_states malformed", method: "POST", path: agentapi.PathHAStates, body: `{"host": "net1", "states": `,
-					header: map[string]string{agentapi.TokenHeader: servertest.AgentToken}, status: 400, typ: "HTTPBadRequest"},
+					header: map[string]string{agentapi.TokenHeader: servertest.AgentTokenOf("net1")}, status: 400, typ: "HTTPBadRequest"},
 				{name: "ha_states unknown host", method: "POST", path: agentapi.PathHAStates,
 					body:   fmt.Sprintf(`{"host": "nobody", "states": {%q: "active"}}`, fx.router),
-					header: map[string]string{agentapi.TokenHeader: servertest.AgentToken}, status: 404, typ: "AgentNotFound"},
+					header: map[string]string{agentapi.TokenHeader: servertest.AgentTokenOf("nobody")}, status: 404, typ: "AgentNotFound"},
 				{name: "heartbeat without host", method: "POST", path: agentapi.PathHeartbeat, body: `{"agent_type": "L3 agent"}`,
-					header: map[string]string{agentapi.TokenHeader: servertest.AgentToken}, status: 400, typ: "HTTPBadRequest"},
+					header: map[string]string{agentapi.TokenHeader: servertest.AgentTokenOf("net1")}, status: 400, typ: "HTTPBadRequest"},
 				{name: "heartbeat of another agent type", method: "POST", path: agentapi.PathHeartbeat,
 					body:   `{"host": "intruder", "agent_type": "DHCP agent"}`,
-					header: map[string]string{agentapi.TokenHeader: servertest.AgentToken}, status: 400, typ: "HTTPBadRequest"},
+					header: map[string]string{agentapi.TokenHeader: servertest.AgentTokenOf("intruder")}, status: 400, typ: "HTTPBadRequest"},
 			} {
 				biRunCase(t, srv, c)
 			}

@@ -65,7 +65,7 @@ func concAgentState(base, host string) (*agentapi.DesiredState, error) {
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set(agentapi.TokenHeader, servertest.AgentToken)
+	req.Header.Set(agentapi.TokenHeader, servertest.AgentTokenOf(host))
 	resp, err := concClient.Do(req)
 	if err != nil {
 		return nil, err

@@ -1381,7 +1381,7 @@ func (c *haCloud) desiredState(host string) agentapi.DesiredState {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	req.Header.Set(agentapi.TokenHeader, servertest.AgentToken)
+	req.Header.Set(agentapi.TokenHeader, servertest.AgentTokenOf(host))
 	resp, err := haHTTP.Do(req)
 	if err != nil {
 		c.t.Fatal(err)

@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -40,8 +41,11 @@ var Options = []config.Option{
 	{Name: "auth_strategy", Default: "noauth", Usage: "keystone (X-Auth-Token validated with Keystone, [keystone_authtoken]), noauth (identity from X-Project-Id/X-Roles headers) or token (X-Auth-Token looked up in token_file)"},
 	{Name: "token_file", Default: "", Usage: "token mode: file of lines TOKEN PROJECT_ID ROLE[,ROLE]"},
 	{Name: "noauth_project", Default: "admin", Usage: "noauth mode: project of requests that carry no identity headers (they act as admin)"},
-	{Name: "agent_token", Default: "", Usage: "shared token agents must present"},
-	{Name: "agent_token_file", Default: "", Usage: "file holding the agent token"},
+	{Name: "agent_tokens_file", Default: "", Usage: "file of lines HOST TOKEN: the credential each agent host presents (several per host while rotating); read again when it changes, no restart"},
+	{Name: "agent_token", Default: "", Usage: "removed: one token for every host let any agent speak for any other; use agent_tokens_file"},
+	{Name: "agent_token_file", Default: "", Usage: "removed: use agent_tokens_file"},
+	{Name: "tls_cert", Default: "", Usage: "PEM certificate (chain) the API and agent endpoint serve TLS with; read again when it changes"},
+	{Name: "tls_key", Default: "", Usage: "PEM private key of tls_cert"},
 	{Name: "l3_ha", Default: "false", Usage: "ha value of routers created without one"},
 	{Name: "max_l3_agents_per_router", Default: "3", Usage: "agents an HA router is scheduled on (0 = every eligible agent)"},
 	{Name: "min_l3_agents_per_router", Default: "2", Usage: "fewer eligible agents make HA router creation fail"},
@@ -76,10 +80,12 @@ func ks(name string) string { return ksSection + "." + name }
 
 // Config is the resolved server configuration.
 type Config struct {
-	Bind              string
-	Database          string
-	Auth              api.Authenticator
-	AgentToken        string
+	Bind             string
+	Database         string
+	Auth             api.Authenticator
+	AgentCredentials AgentCredentials
+	// TLSCert and TLSKey are PEM files; empty: plain HTTP.
+	TLSCert, TLSKey   string
 	DefaultHA         bool
 	HA                ha.Config
 	AutoSchedule      bool
@@ -198,16 +204,32 @@ func Load(set *config.Set, log *slog.Logger) (*Config, error) {
 	default:
 		return nil, fmt.Errorf("invalid configuration: auth_strategy %q (want keystone, noauth or token)", v.String("auth_strategy"))
 	}
-	c.AgentToken = v.String("agent_token")
-	if f := v.String("agent_token_file"); f != "" && c.AgentToken == "" {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("reading agent_token_file: %w", err)
+	for _, name := range []string{"agent_token", "agent_token_file"} {
+		if v.Set(name) {
+			return nil, fmt.Errorf("invalid configuration: %s was removed: one token for every host let any agent report for any other; give agent_tokens_file, a file of lines HOST TOKEN with a token per agent host", name)
 		}
-		c.AgentToken = strings.TrimSpace(string(b))
 	}
-	if c.AgentToken == "" {
-		return nil, errors.New("invalid configuration: agent_token (or agent_token_file) is required so that only your agents can report state")
+	if f := v.String("agent_tokens_file"); f != "" {
+		creds, err := LoadAgentTokensFile(f, log.With("component", "agent-auth"))
+		if err != nil {
+			return nil, fmt.Errorf("invalid configuration: %w", err)
+		}
+		c.AgentCredentials = creds
+	} else {
+		return nil, errors.New("invalid configuration: agent_tokens_file is required (lines HOST TOKEN, a token per agent host) so that only your agents can report state, each for its own host")
+	}
+	c.TLSCert, c.TLSKey = v.String("tls_cert"), v.String("tls_key")
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return nil, errors.New("invalid configuration: tls_cert and tls_key go together")
+	}
+	if c.TLSCert != "" {
+		if _, err := newCertReloader(c.TLSCert, c.TLSKey, log); err != nil {
+			return nil, fmt.Errorf("invalid configuration: %w", err)
+		}
+	} else if host, _, err := net.SplitHostPort(c.Bind); err == nil {
+		if a, err := netip.ParseAddr(host); err != nil || !a.IsLoopback() {
+			log.Warn("API and agent endpoint serve plain HTTP beyond loopback: tokens and passwords cross the network in clear; give tls_cert and tls_key unless a TLS proxy fronts the server", "bind", c.Bind)
+		}
 	}
 	return c, nil
 }
@@ -279,22 +301,30 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 	handler http.Handler
-	built   builtStates // last desired state built per host (agents.go)
+	built   builtStates   // last desired state built per host (agents.go)
+	certs   *certReloader // nil: plain HTTP
 }
 
 // New opens the database and builds the server.
 func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Server, error) {
+	var certs *certReloader
+	if cfg.TLSCert != "" {
+		var err error
+		if certs, err = newCertReloader(cfg.TLSCert, cfg.TLSKey, log.With("component", "tls")); err != nil {
+			return nil, err
+		}
+	}
 	db, err := store.Open(ctx, cfg.Database, log)
 	if err != nil {
 		return nil, err
 	}
 	m := ha.NewManager(cfg.HA, log)
-	s := &Server{cfg: cfg, db: db, ha: m, log: log, metrics: newMetrics()}
+	s := &Server{cfg: cfg, db: db, ha: m, log: log, metrics: newMetrics(), certs: certs}
 	s.api = api.New(db, m, cfg.Auth, api.Options{DefaultHA: cfg.DefaultHA, VNIs: cfg.HA.VNIs}, log)
 	mux := http.NewServeMux()
 	mux.Handle("/agent/v1/", s.agentEndpoint())
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), s.metrics.haReports, s.metrics.heartbeats)
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), s.metrics.haReports, s.metrics.heartbeats, s.SplitBrainCollector())
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.Handle("/", s.api.Handler())
 	s.handler = mux
@@ -319,13 +349,22 @@ func (s *Server) Serve(ctx context.Context) error {
 	return s.ServeListener(ctx, ln)
 }
 
-// ServeListener serves on ln until ctx ends.
+// ServeListener serves on ln until ctx ends, with TLS when the server has a
+// certificate.
 func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
-	hs := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	scheme := "http"
+	if s.certs != nil {
+		ln, scheme = tls.NewListener(ln, s.certs.tlsConfig()), "https"
+	}
+	hs := &http.Server{
+		Handler: s.handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
+		// TLS handshake failures and the like, in the server's log.
+		ErrorLog: slog.NewLogLogger(s.log.With("component", "http").Handler(), slog.LevelWarn),
+	}
 	go s.monitorAgents(ctx)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
-	s.log.Info("l3ha server listening", "addr", ln.Addr().String(), "database", redact(s.cfg.Database))
+	s.log.Info("l3ha server listening", "addr", ln.Addr().String(), "scheme", scheme, "database", redact(s.cfg.Database))
 	select {
 	case err := <-errc:
 		return err

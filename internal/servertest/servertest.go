@@ -13,9 +13,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -32,8 +34,22 @@ import (
 // tests may create databases on (scripts/postgres.sh prints one).
 const PostgresEnv = "L3HA_TEST_POSTGRES"
 
-// AgentToken is the agent token of test servers.
-const AgentToken = "test-agent-token"
+// agentTokenPrefix starts every agent token of test servers.
+const agentTokenPrefix = "test-agent-token-of-"
+
+// AgentTokenOf is the agent credential of host on test servers.
+func AgentTokenOf(host string) string { return agentTokenPrefix + host }
+
+// FakeAgentCredentials are test servers' agent credentials: the token
+// AgentTokenOf(host) acts for host, whatever the host, so that tests can
+// start agents of any name. Production reads AgentTokensFile.
+type FakeAgentCredentials struct{}
+
+// HostFor implements server.AgentCredentials.
+func (FakeAgentCredentials) HostFor(token string) (string, bool) {
+	host, ok := strings.CutPrefix(token, agentTokenPrefix)
+	return host, ok && host != ""
+}
 
 // Backends returns the database backends to run a test on: sqlite always,
 // postgres when L3HA_TEST_POSTGRES is set. With L3HA_TEST_REQUIRE_POSTGRES=1
@@ -109,15 +125,20 @@ type Options struct {
 	AutoSchedule *bool
 	// RoutersPerNetwork is l3_ha_routers_per_network (default 254).
 	RoutersPerNetwork int
+	// AgentCredentials default to FakeAgentCredentials.
+	AgentCredentials server.AgentCredentials
+	// TLSCert and TLSKey (PEM files) make the server serve https.
+	TLSCert, TLSKey string
 }
 
 // Instance is a running test server.
 type Instance struct {
-	URL         string // http://127.0.0.1:port
+	URL         string // http://127.0.0.1:port (https with Options.TLSCert)
 	DatabaseURL string
 	Server      *server.Server
 	cancel      context.CancelFunc
 	done        chan error
+	ln          *killableListener
 }
 
 // Int returns a pointer to v, for Options.
@@ -134,7 +155,7 @@ func Start(t testing.TB, o Options) *Instance {
 		dbURL = DatabaseURL(t, o.Backend)
 	}
 	cfg := &server.Config{
-		Bind: "127.0.0.1:0", Database: dbURL, AgentToken: AgentToken, DefaultHA: o.DefaultHA,
+		Bind: "127.0.0.1:0", Database: dbURL, AgentCredentials: FakeAgentCredentials{}, DefaultHA: o.DefaultHA,
 		AutoSchedule: true,
 		HA: ha.Config{
 			MaxAgents: 3, MinAgents: 2, NetCIDR: netip.MustParsePrefix("169.254.192.0/18"),
@@ -158,6 +179,10 @@ func Start(t testing.TB, o Options) *Instance {
 		cfg.AutoSchedule = *o.AutoSchedule
 	}
 	cfg.HA.RoutersPerNetwork = o.RoutersPerNetwork
+	if o.AgentCredentials != nil {
+		cfg.AgentCredentials = o.AgentCredentials
+	}
+	cfg.TLSCert, cfg.TLSKey = o.TLSCert, o.TLSKey
 	log := Logger(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	srv, err := server.New(ctx, cfg, log)
@@ -165,12 +190,17 @@ func Start(t testing.TB, o Options) *Instance {
 		cancel()
 		t.Fatalf("starting server: %v", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		cancel()
 		t.Fatal(err)
 	}
-	inst := &Instance{URL: "http://" + ln.Addr().String(), DatabaseURL: dbURL, Server: srv, cancel: cancel, done: make(chan error, 1)}
+	ln := &killableListener{Listener: tcp, conns: map[net.Conn]bool{}}
+	scheme := "http://"
+	if o.TLSCert != "" {
+		scheme = "https://"
+	}
+	inst := &Instance{URL: scheme + ln.Addr().String(), DatabaseURL: dbURL, Server: srv, cancel: cancel, done: make(chan error, 1), ln: ln}
 	go func() { inst.done <- srv.ServeListener(ctx, ln) }()
 	t.Cleanup(inst.Stop)
 	return inst
@@ -185,6 +215,48 @@ func (i *Instance) Stop() {
 	<-i.done
 	i.Server.Close()
 	i.cancel = nil
+}
+
+// Kill stops the server as SIGKILL would, as far as its clients can tell:
+// the listener and every connection close at once, answers in flight are
+// cut off, and no new connection is taken. The rest is then stopped.
+func (i *Instance) Kill() {
+	i.ln.kill()
+	i.Stop()
+}
+
+// killableListener remembers the connections it accepted so that Kill can
+// cut them.
+type killableListener struct {
+	net.Listener
+	mu     sync.Mutex
+	conns  map[net.Conn]bool
+	killed bool
+}
+
+func (l *killableListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.killed {
+		c.Close()
+		return nil, net.ErrClosed
+	}
+	l.conns[c] = true
+	return c, nil
+}
+
+func (l *killableListener) kill() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.killed = true
+	l.Listener.Close()
+	for c := range l.conns {
+		c.Close()
+	}
 }
 
 // Logger is a slog logger writing to t.Log when L3HA_TEST_VERBOSE=1, else
@@ -217,12 +289,20 @@ type FakeAgent struct {
 // (agent_down_time/3).
 func (i *Instance) StartFakeAgent(t testing.TB, host string) *FakeAgent {
 	t.Helper()
+	return StartFakeAgentOf(t, host, []string{i.URL}, nil)
+}
+
+// StartFakeAgentOf is StartFakeAgent for an agent of several servers (it
+// talks to the first and moves on when one fails), through hc (nil: a
+// plain http.Client).
+func StartFakeAgentOf(t testing.TB, host string, servers []string, hc *http.Client) *FakeAgent {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	fa := &FakeAgent{Host: host, Dataplane: agent.NewFakeDataplane(), cancel: cancel, done: make(chan error, 1)}
 	cfg := agent.Config{
-		Host: host, ServerURL: i.URL, AgentToken: AgentToken, LocalIP: fakeLocalIP(host),
+		Host: host, Servers: servers, AgentToken: AgentTokenOf(host), LocalIP: fakeLocalIP(host),
 		ReportBatchDelay: 20 * time.Millisecond, PollWait: 10 * time.Second,
-		MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second,
+		MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second, HTTPClient: hc,
 	}
 	go func() { fa.done <- agent.Run(ctx, cfg, fa.Dataplane, Logger(t).With("agent", host)) }()
 	t.Cleanup(fa.Stop)

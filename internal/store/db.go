@@ -614,6 +614,9 @@ func (db *DB) Dump(ctx context.Context) (map[string][]string, error) {
 				if t == "agents" && cols[i] == "heartbeat_at" {
 					continue // heartbeats move on their own
 				}
+				if t == "router_bindings" && (cols[i] == "ha_state_at" || cols[i] == "ha_state_fresh_until") {
+					continue // so do the agents' periodic ha_state re-assertions
+				}
 				fmt.Fprintf(&b, "%s=%v;", cols[i], v)
 			}
 			out[t] = append(out[t], b.String())

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -113,6 +114,11 @@ type Binding struct {
 	RouterID, AgentID string
 	BindingIndex      int
 	HAState           string
+	// HAStateAt is when the agent last reported the binding's state, and
+	// HAStateFreshUntil until when that report counts as fresh (both zero
+	// if it never reported; a state set by the server alone, such as a
+	// demotion, leaves them).
+	HAStateAt, HAStateFreshUntil time.Time
 }
 
 // HANetwork links an HA network to the project it serves.
@@ -944,21 +950,61 @@ func (t *Tx) InsertBinding(b Binding) error {
 // ListBindings returns bindings matching w, ordered by router and index.
 func (t *Tx) ListBindings(w Where) ([]Binding, error) {
 	cond, args := w.sql()
-	rows, err := t.query("SELECT router_id, agent_id, binding_index, ha_state FROM router_bindings"+cond+" ORDER BY router_id, binding_index", args...)
+	rows, err := t.query("SELECT "+bindingCols+" FROM router_bindings"+cond+" ORDER BY router_id, binding_index", args...)
 	if err != nil {
 		return nil, fmt.Errorf("listing bindings: %w", err)
 	}
+	return scanBindings(rows)
+}
+
+const bindingCols = "router_id, agent_id, binding_index, ha_state, ha_state_at, ha_state_fresh_until"
+
+func scanBindings(rows *sql.Rows) ([]Binding, error) {
 	defer rows.Close()
 	var out []Binding
 	for rows.Next() {
 		var b Binding
-		if err := rows.Scan(&b.RouterID, &b.AgentID, &b.BindingIndex, &b.HAState); err != nil {
+		var at, fresh int64
+		if err := rows.Scan(&b.RouterID, &b.AgentID, &b.BindingIndex, &b.HAState, &at, &fresh); err != nil {
 			return nil, err
 		}
+		b.HAStateAt, b.HAStateFreshUntil = fromUSOrZero(at), fromUSOrZero(fresh)
 		out = append(out, b)
 	}
 	return out, rows.Err()
 }
+
+// fromUSOrZero is fromUS with 0 as the zero time ("never").
+func fromUSOrZero(v int64) time.Time {
+	if v == 0 {
+		return time.Time{}
+	}
+	return fromUS(v)
+}
+
+// ActiveBindingsOf returns the bindings of routerIDs whose ha_state is
+// active, except agentID's, ordered by router and index: the other claims to
+// mastership an ha_state report of agentID must weigh. Usually none.
+func (t *Tx) ActiveBindingsOf(routerIDs []string, exceptAgentID string) ([]Binding, error) {
+	var out []Binding
+	for ids := range slices.Chunk(routerIDs, maxListArgs) {
+		cond, args := Where{"router_id": ids, "ha_state": "active"}.sql()
+		rows, err := t.query("SELECT "+bindingCols+" FROM router_bindings"+cond+" AND agent_id <> ? ORDER BY router_id, binding_index", append(args, exceptAgentID)...)
+		if err != nil {
+			return nil, fmt.Errorf("listing active bindings: %w", err)
+		}
+		bs, err := scanBindings(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, bs...)
+	}
+	return out, nil
+}
+
+// maxListArgs bounds the ids of one IN list in the ha_state statements, well
+// under SQLite's and PostgreSQL's limits on bound parameters.
+const maxListArgs = 1000
 
 // DeleteBinding unbinds a router from an agent.
 func (t *Tx) DeleteBinding(routerID, agentID string) error {
@@ -979,8 +1025,9 @@ func (t *Tx) DeleteBinding(routerID, agentID string) error {
 	return nil
 }
 
-// SetHAState records the HA state an agent reported for a router; it
-// reports whether such a binding exists.
+// SetHAState sets the HA state of a binding without touching when it was
+// reported (a demotion decided by the server); it reports whether such a
+// binding exists.
 func (t *Tx) SetHAState(routerID, agentID, state string) (bool, error) {
 	res, err := t.exec("UPDATE router_bindings SET ha_state=? WHERE router_id=? AND agent_id=?", state, routerID, agentID)
 	if err != nil {
@@ -988,6 +1035,56 @@ func (t *Tx) SetHAState(routerID, agentID, state string) (bool, error) {
 	}
 	n, err := res.RowsAffected()
 	return n > 0, err
+}
+
+// SetReportedHAState records, in one statement, the HA state an agent
+// reported for a router, when (the transaction's time) and until when the
+// report counts as fresh; it reports whether such a binding exists.
+func (t *Tx) SetReportedHAState(routerID, agentID, state string, freshUntil time.Time) (bool, error) {
+	res, err := t.exec("UPDATE router_bindings SET ha_state=?, ha_state_at=?, ha_state_fresh_until=? WHERE router_id=? AND agent_id=?",
+		state, us(t.Now), us(freshUntil), routerID, agentID)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
+}
+
+// RefreshHAStates records that agentID reported state again for routerIDs
+// (now, fresh until freshUntil), in one statement per thousand routers,
+// touching only bindings whose ha_state already is state; it returns how
+// many it touched, so that a caller learns whether every router's state
+// was unchanged.
+func (t *Tx) RefreshHAStates(agentID, state string, routerIDs []string, freshUntil time.Time) (int, error) {
+	total := 0
+	for ids := range slices.Chunk(routerIDs, maxListArgs) {
+		cond, args := Where{"router_id": ids, "agent_id": agentID, "ha_state": state}.sql()
+		res, err := t.exec("UPDATE router_bindings SET ha_state_at=?, ha_state_fresh_until=?"+cond, append([]any{us(t.Now), us(freshUntil)}, args...)...)
+		if err != nil {
+			return total, fmt.Errorf("refreshing ha_state: %w", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return total, err
+		}
+		total += int(n)
+	}
+	return total, nil
+}
+
+// CountSplitBrainRouters returns how many HA routers have an active binding
+// on more than one admin-up agent that heartbeated after aliveAfter: the
+// routers the API shows active on two agents at once.
+func (t *Tx) CountSplitBrainRouters(aliveAfter time.Time) (int, error) {
+	var n int
+	err := t.queryRow(`SELECT COUNT(*) FROM (SELECT b.router_id FROM router_bindings b
+		JOIN agents a ON a.id = b.agent_id JOIN routers r ON r.id = b.router_id
+		WHERE b.ha_state = 'active' AND r.ha = ? AND a.admin_state_up = ? AND a.heartbeat_at > ?
+		GROUP BY b.router_id HAVING COUNT(*) > 1) s`, true, true, us(aliveAfter)).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("counting split-brain routers: %w", err)
+	}
+	return n, nil
 }
 
 // RouterCountsByAgent returns how many routers each agent hosts (in a

@@ -49,6 +49,9 @@ func (u User) Credentials() Credentials {
 type Cloud struct {
 	AuthURL string // Keystone's v3 API
 	Region  string
+	// CACert, when set, is the CA file clouds.yaml names (cacert) for a
+	// network endpoint served over https by a private CA.
+	CACert string
 
 	Alpha, Beta, Service Project
 
@@ -210,6 +213,9 @@ func (c *Cloud) WriteCloudsYAML(path string) error {
 			{"project_domain_name", Domain},
 		} {
 			fmt.Fprintf(&b, "      %s: %s\n", kv[0], yamlString(kv[1]))
+		}
+		if c.CACert != "" {
+			fmt.Fprintf(&b, "    cacert: %s\n", yamlString(c.CACert))
 		}
 		fmt.Fprintf(&b, "    region_name: %s\n", yamlString(c.Region))
 		b.WriteString("    identity_api_version: 3\n")

@@ -1,0 +1,140 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// partitionReassert is the agents' re-assertion interval (their default:
+// the lab does not change it), plus its jitter and the batch delay.
+const partitionReassert = 11*time.Second + 200*time.Millisecond
+
+// TestPartitionSplitBrainShownThenHealed (issue 12): the HA network is cut
+// between the two network nodes, VRRP only — both agents stay connected to
+// the server. Both nodes become master; the API shows both bindings active
+// (split brain shown, not hidden by the newest report) and keeps showing
+// them through the agents' re-assertions. When the partition heals, one
+// master steps down, and within 15 s the API shows exactly one active: the
+// node whose router namespace holds the VIP — and keeps showing it.
+func TestPartitionSplitBrainShownThenHealed(t *testing.T) {
+	needE2E(t)
+	for _, tc := range []struct{ driver, advert string }{
+		{"native", ""},      // VRRPv3 at the default 0.2 s
+		{"keepalived", "1"}, // VRRPv2 at 1 s
+	} {
+		t.Run(tc.driver, func(t *testing.T) {
+			l := nvStartLab(t, "pt", tc.driver, tc.advert, 0)
+			ctx := t.Context()
+			pub, err := ensurePublicNetwork(ctx, l.api)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var r apiRouter
+			if err := l.api.create(ctx, "routers", "router", map[string]any{
+				"name": "partition", "ha": true, "external_gateway_info": map[string]any{"network_id": pub},
+			}, &r); err != nil {
+				t.Fatal(err)
+			}
+			master := l.waitSettled(t, r.ID, nil, 120*time.Second)
+			haPorts := l.list(t, "ports", url.Values{"device_id": {r.ID}, "device_owner": {"network:router_ha_interface"}})
+			if len(haPorts) == 0 {
+				t.Fatalf("router %s has no HA port", r.ID)
+			}
+			haNet, _ := haPorts[0]["network_id"].(string)
+			cut, peer := "net2", "net1" // the cut is made in net2's namespace; net1 holds the server
+			vni, err := networkVNI(l.name, cut, haNet)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("router %s: master %s; HA network %s (VNI %d)", r.ID, master, haNet, vni)
+
+			if err := partitionVXLAN(ctx, l.name, cut, peer, vni); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				if err := healVXLAN(context.Background(), l.name, cut); err != nil {
+					t.Error(err)
+				}
+			})
+			both := []string{"net1", "net2"}
+			cutAt := time.Now()
+			var v haView
+			if err := waitFor(ctx, 20*time.Second+partitionReassert, "both nodes master (kernel) and shown active (API)", func() (bool, error) {
+				v, err = l.view(ctx, r.ID)
+				return err == nil && slices.Equal(v.VIPs, both) && slices.Equal(v.APIActive, both), nil
+			}); err != nil {
+				t.Fatalf("%v\n%s", err, v)
+			}
+			t.Logf("partition: both masters shown active %.1f s after the cut", time.Since(cutAt).Seconds())
+			// Shown, not hidden by the next report: through a whole round
+			// of re-assertions by both agents.
+			for end := time.Now().Add(partitionReassert); time.Now().Before(end); time.Sleep(250 * time.Millisecond) {
+				v, err := l.view(ctx, r.ID)
+				if err != nil {
+					continue // the API may be slow on a loaded machine: the next look decides
+				}
+				if !slices.Equal(v.VIPs, both) {
+					t.Fatalf("the partition did not hold: %s", v)
+				}
+				if !slices.Equal(v.APIActive, both) {
+					t.Fatalf("split brain hidden: the API shows %v active while both nodes hold the VIP\n%s", v.APIActive, v)
+				}
+			}
+			// The server said so, naming the router and both hosts.
+			if lines := logLines(logPath(l.dir, "server"), "level=WARN", `msg="split brain: `, "router_id="+r.ID); len(lines) == 0 {
+				t.Errorf("no split-brain warning about router %s in the server log", r.ID)
+			} else if l := lines[0]; !(strings.Contains(l, "host=net1") && strings.Contains(l, "other_hosts=net2")) && !(strings.Contains(l, "host=net2") && strings.Contains(l, "other_hosts=net1")) {
+				t.Errorf("split-brain warning without both hosts: %s", l)
+			} else {
+				t.Logf("server: %s", l)
+			}
+
+			if err := healVXLAN(ctx, l.name, cut); err != nil {
+				t.Fatal(err)
+			}
+			healedAt := time.Now()
+			var winner string
+			if err := waitFor(ctx, 15*time.Second, "exactly one master, shown alone active by the API", func() (bool, error) {
+				v, err = l.view(ctx, r.ID)
+				if err != nil || len(v.VIPs) != 1 {
+					return false, nil
+				}
+				winner = v.VIPs[0]
+				return slices.Equal(v.APIActive, v.VIPs) && v.APIStates[otherNode(winner)] == "standby", nil
+			}); err != nil {
+				t.Fatalf("%v, %.1f s after the heal\n%s", err, time.Since(healedAt).Seconds(), v)
+			}
+			t.Logf("heal: %s master, the API agrees %.1f s after the heal", winner, time.Since(healedAt).Seconds())
+			for end := time.Now().Add(partitionReassert); time.Now().Before(end); time.Sleep(250 * time.Millisecond) {
+				v, err := l.view(ctx, r.ID)
+				if err != nil {
+					continue
+				}
+				if !slices.Equal(v.VIPs, []string{winner}) || !slices.Equal(v.APIActive, []string{winner}) {
+					t.Fatalf("after the heal: %s", fmt.Sprint(v))
+				}
+			}
+			if nodes := nodesWithTable(l.name); len(nodes) > 0 {
+				t.Errorf("partition table left in %s", strings.Join(nodes, ", "))
+			}
+		})
+	}
+}
+
+// nodesWithTable lists the nodes whose namespace still has the partition
+// table.
+func nodesWithTable(lab string) []string {
+	var out []string
+	for _, n := range networkNodes() {
+		o, err := runIn(context.Background(), NodeNamespace(lab, n), "nft", "list", "tables")
+		if err == nil && strings.Contains(string(o), "inet "+partitionTable) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
