@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -34,6 +36,17 @@ type Option struct {
 	Aliases []string
 	Default string
 	Usage   string
+	// Flag is the option's flag name when it differs from FlagName(Key()),
+	// e.g. "host" for [DEFAULT] host.
+	Flag string
+}
+
+// flag is the option's flag name.
+func (o Option) flag() string {
+	if o.Flag != "" {
+		return o.Flag
+	}
+	return FlagName(o.Key())
 }
 
 // Key is how Values names the option: Name, or Section.Name.
@@ -50,17 +63,42 @@ type Set struct {
 	flags  *pflag.FlagSet
 	values map[string]*string
 	files  *[]string
+	dirs   *[]string
 	env    func(string) (string, bool)
 }
 
-// New declares opts on flags, plus --config-file.
+// New declares opts on flags, plus --config-file and --config-dir.
 func New(flags *pflag.FlagSet, opts []Option) *Set {
 	s := &Set{opts: opts, flags: flags, values: map[string]*string{}, env: os.LookupEnv}
 	s.files = flags.StringArray("config-file", nil, "INI file with options by their Neutron names, e.g. neutron.conf; repeatable, later files win (flags and L3HA_* environment variables win over files)")
+	s.dirs = flags.StringArray("config-dir", nil, "directory whose *.conf files are read, in name order, after the --config-file files (oslo.config's --config-dir); repeatable")
 	for _, o := range opts {
-		s.values[o.Key()] = flags.String(FlagName(o.Key()), o.Default, o.Usage+" (env "+EnvName(o.Key())+")")
+		s.values[o.Key()] = flags.String(o.flag(), o.Default, o.Usage+" (env "+EnvName(o.Key())+")")
 	}
 	return s
+}
+
+// configPaths are the files to read: --config-file's, then each
+// --config-dir's *.conf in name order.
+func (s *Set) configPaths() ([]string, error) {
+	paths := slices.Clone(*s.files)
+	if !s.flags.Changed("config-file") {
+		if v, ok := s.env("L3HA_CONFIG_FILE"); ok {
+			paths = []string{v}
+		}
+	}
+	for _, dir := range *s.dirs {
+		matches, err := filepath.Glob(filepath.Join(dir, "*.conf"))
+		if err != nil {
+			return nil, fmt.Errorf("reading config dir %s: %w", dir, err)
+		}
+		if _, err := os.Stat(dir); err != nil {
+			return nil, fmt.Errorf("reading config dir: %w", err)
+		}
+		sort.Strings(matches)
+		paths = append(paths, matches...)
+	}
+	return paths, nil
 }
 
 // FlagName is the flag spelling of an option key.
@@ -81,11 +119,9 @@ type Values struct {
 
 // Resolve applies precedence flag > environment > file > default.
 func (s *Set) Resolve() (*Values, error) {
-	paths := *s.files
-	if !s.flags.Changed("config-file") {
-		if v, ok := s.env("L3HA_CONFIG_FILE"); ok {
-			paths = []string{v}
-		}
+	paths, err := s.configPaths()
+	if err != nil {
+		return nil, err
 	}
 	// file maps "section.name" (section lower-cased, DEFAULT included) to
 	// its value; anySection maps a bare name to its value in whatever
@@ -128,7 +164,7 @@ func (s *Set) Resolve() (*Values, error) {
 			used[alias] = true
 		}
 		switch env, ok := s.env(EnvName(key)); {
-		case s.flags.Changed(FlagName(key)):
+		case s.flags.Changed(o.flag()):
 			v.raw[key], v.source[key] = *s.values[key], "flag"
 		case ok:
 			v.raw[key], v.source[key] = env, "environment"

@@ -181,3 +181,50 @@ func TestOutranksFollowsPrecedence(t *testing.T) {
 		})
 	}
 }
+
+// --config-dir reads the directory's *.conf files in name order after the
+// --config-file files, as oslo.config does; later values win, other files
+// in the directory are not read, and a missing directory is an error.
+func TestConfigDirFilesFollowConfigFilesInNameOrder(t *testing.T) {
+	dir := t.TempDir()
+	confd := filepath.Join(dir, "conf.d")
+	if err := os.Mkdir(confd, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range map[string]string{
+		"neutron.conf":            "[DEFAULT]\nhost = from-file\nstate_path = /a\n",
+		"conf.d/20-host.conf":     "[DEFAULT]\nhost = from-dir-20\n",
+		"conf.d/10-host.conf":     "[DEFAULT]\nhost = from-dir-10\nstate_path = /b\n",
+		"conf.d/99-ignored.conf~": "[DEFAULT]\nhost = backup-file\n",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	opts := []Option{{Section: "default", Name: "host", Flag: "host"}, {Section: "default", Name: "state_path", Flag: "state-path"}}
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	s := New(fs, opts)
+	s.env = func(string) (string, bool) { return "", false }
+	if err := fs.Parse([]string{"--config-file", filepath.Join(dir, "neutron.conf"), "--config-dir", confd}); err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := v.String("default.host"); got != "from-dir-20" {
+		t.Errorf("host = %q, want the last file's from-dir-20", got)
+	}
+	if got := v.String("default.state_path"); got != "/b" {
+		t.Errorf("state_path = %q, want /b", got)
+	}
+
+	fs = pflag.NewFlagSet("t", pflag.ContinueOnError)
+	s = New(fs, opts)
+	if err := fs.Parse([]string{"--config-dir", filepath.Join(dir, "nope")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Resolve(); err == nil || !strings.Contains(err.Error(), "config dir") {
+		t.Errorf("missing config dir: err = %v", err)
+	}
+}

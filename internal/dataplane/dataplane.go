@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 
 	"github.com/l3ha/l3ha/internal/agent"
@@ -54,7 +55,10 @@ type Config struct {
 	LocalIP netip.Addr
 	// Mappings maps physical networks to interfaces for flat networks.
 	Mappings map[string]string
-	Logger   *slog.Logger
+	// ExternalL2: another agent owns the node's bridges (see
+	// PlanOptions.ExternalL2); the data plane never creates or removes one.
+	ExternalL2 bool
+	Logger     *slog.Logger
 }
 
 // Linux is the data plane. It implements agent.Dataplane.
@@ -94,7 +98,7 @@ func (l *Linux) Stop(ctx context.Context, resign bool) error {
 
 // Apply implements agent.Dataplane.
 func (l *Linux) Apply(ctx context.Context, st agentapi.DesiredState) error {
-	p := MakePlan(st, PlanOptions{Suffix: l.cfg.Suffix, LocalIP: l.cfg.LocalIP, Mappings: l.cfg.Mappings})
+	p := MakePlan(st, PlanOptions{Suffix: l.cfg.Suffix, LocalIP: l.cfg.LocalIP, Mappings: l.cfg.Mappings, ExternalL2: l.cfg.ExternalL2})
 	l.logSkipped(p)
 	var errs []error
 	wanted := map[string]bool{}
@@ -124,8 +128,10 @@ func (l *Linux) Apply(ctx context.Context, st agentapi.DesiredState) error {
 	if err := l.removeStaleRouters(ctx, wanted); err != nil {
 		errs = append(errs, err)
 	}
-	if err := l.removeStaleNetworks(p); err != nil {
-		errs = append(errs, err)
+	if !l.cfg.ExternalL2 {
+		if err := l.removeStaleNetworks(p); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -207,6 +213,10 @@ func (l *Linux) applyRouter(ctx context.Context, r RouterPlan) error {
 	vip := r.HA.VIP
 	if err := linux.SyncAddressesOwned(r.Namespace, r.HA.HADevice, []netip.Prefix{r.HA.HAAddress}, func(p netip.Prefix) bool { return p != vip }); err != nil {
 		return err
+	}
+	if r.HAPending && !slices.Contains(l.driver.Running(), r.ID) {
+		l.log.Info("router wired; VRRP waits for its HA port to be bound", "router_id", r.ID)
+		return nil
 	}
 	return l.driver.Ensure(ctx, *r.HA)
 }

@@ -77,6 +77,9 @@ type RouterPlan struct {
 	Addrs  []DevAddr
 	Routes []DevRoute
 	NAT    linux.NAT
+	// HAPending: wire the router but do not start its VRRP yet
+	// (agentapi.RouterSpec.HAPending).
+	HAPending bool
 }
 
 // NetworkPlan is the L2 wiring of one network on this node.
@@ -145,6 +148,11 @@ type PlanOptions struct {
 	Suffix   string            // router namespace suffix
 	LocalIP  netip.Addr        // VXLAN underlay address
 	Mappings map[string]string // physnet → interface
+	// ExternalL2: another agent wires the networks (Neutron's
+	// neutron-linuxbridge-agent plugs the tap ends into its brq bridges):
+	// the plan has no networks, and router ports are veths whose node end
+	// is left unplugged.
+	ExternalL2 bool
 }
 
 // StartDelay is how long the VRRP instance of a router's binding waits
@@ -175,7 +183,13 @@ func VIPFor(vrid int) netip.Prefix {
 func MakePlan(st agentapi.DesiredState, o PlanOptions) Plan {
 	p := Plan{Skipped: map[string]error{}, SkippedNetworks: map[string]error{}}
 	bridges := map[string]string{}
+	if o.ExternalL2 {
+		bridges = nil // every port's node end stays unplugged (planPort)
+	}
 	for _, n := range st.Networks {
+		if o.ExternalL2 {
+			break
+		}
 		np, err := planNetwork(n, o)
 		if err != nil {
 			p.SkippedNetworks[n.ID] = err
@@ -247,7 +261,7 @@ func planPort(ps agentapi.PortSpec, prefix string, bridges map[string]string) (P
 		return PortPlan{}, fmt.Errorf("port: %w", err)
 	}
 	br, ok := bridges[ps.NetworkID]
-	if !ok {
+	if !ok && bridges != nil {
 		return PortPlan{}, fmt.Errorf("port %s: its network %s is not wired on this node", ps.ID, ps.NetworkID)
 	}
 	mac, err := net.ParseMAC(ps.MACAddress)
@@ -366,6 +380,7 @@ func planRouter(r agentapi.RouterSpec, o PlanOptions, bridges map[string]string)
 			RouterID: r.ID, Namespace: rp.Namespace, VRID: r.VRID, BindingIndex: r.BindingIndex, HADevice: pp.Dev, HAAddress: pp.Addrs[0],
 			VIP: VIPFor(r.VRID), Excluded: rp.Addrs, Routes: rp.Routes,
 		}
+		rp.HAPending = r.HAPending
 	}
 	return rp, nil
 }

@@ -285,3 +285,35 @@ func TestPlanRouterPortsListsHARouterGatewayAndInterfaceTaps(t *testing.T) {
 		}
 	})
 }
+
+// Under Neutron the linuxbridge agent owns the bridges: the plan wires no
+// network, leaves every tap unplugged (even of networks the state does not
+// list), and carries a pending HA router's wait for its HA port.
+func TestPlanWithExternalL2LeavesTheBridgesToTheL2Agent(t *testing.T) {
+	pending := haRouter(routerB)
+	pending.HAPending = true
+	st := agentapi.DesiredState{Routers: []agentapi.RouterSpec{haRouter(routerA), pending}}
+	o := opts
+	o.ExternalL2 = true
+	p := MakePlan(st, o)
+	if len(p.Skipped) != 0 || len(p.Routers) != 2 || len(p.Networks) != 0 {
+		t.Fatalf("skipped %v, routers %d, networks %d", p.Skipped, len(p.Routers), len(p.Networks))
+	}
+	for _, r := range p.Routers {
+		if len(r.Ports) != 3 {
+			t.Errorf("router %s: %d ports, want 3", r.ID, len(r.Ports))
+		}
+		for _, pp := range r.Ports {
+			if pp.Bridge != "" || !strings.HasPrefix(pp.Tap, "tap") {
+				t.Errorf("router %s port %s: bridge %q tap %q, want an unplugged tap", r.ID, pp.PortID, pp.Bridge, pp.Tap)
+			}
+		}
+		if r.HAPending != (r.ID == routerB) {
+			t.Errorf("router %s: HAPending %v", r.ID, r.HAPending)
+		}
+	}
+	// Without ExternalL2 the same state without networks is unusable.
+	if p := MakePlan(st, opts); len(p.Skipped) != 2 {
+		t.Errorf("without ExternalL2: skipped %v, want both routers", p.Skipped)
+	}
+}

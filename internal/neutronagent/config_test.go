@@ -1,0 +1,99 @@
+package neutronagent
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// load writes files (name → content) to a directory and loads them as
+// `l3ha neutron-l3-agent --config-file ...` in that order.
+func load(t *testing.T, files ...[2]string) (*Config, error) {
+	t.Helper()
+	dir := t.TempDir()
+	var args []string
+	for _, f := range files {
+		p := filepath.Join(dir, f[0])
+		if err := os.WriteFile(p, []byte(f[1]), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--config-file", p)
+	}
+	fs := pflag.NewFlagSet("neutron-l3-agent", pflag.ContinueOnError)
+	set := RegisterFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	return Load(set, nil)
+}
+
+const neutronConf = `[DEFAULT]
+core_plugin = ml2
+transport_url = rabbit://guest:guest@127.0.0.1:5672/
+state_path = /var/lib/neutron
+host = net2
+[agent]
+report_interval = 5
+root_helper = sudo neutron-rootwrap /etc/neutron/rootwrap.conf
+[database]
+connection = mysql+pymysql://neutron:pw@db/neutron
+[oslo_concurrency]
+lock_path = /var/lock/neutron
+`
+
+const l3AgentIni = `[DEFAULT]
+interface_driver = linuxbridge
+agent_mode = legacy
+ha_vrrp_auth_password = s3cret
+ha_vrrp_advert_int = 2
+enable_metadata_proxy = False
+[l3ha]
+vrrp_version = 3
+advert_int = 0.2
+`
+
+// An operator's neutron.conf and l3_agent.ini configure the agent by
+// Neutron's names; what l3ha does not read is ignored.
+func TestNeutronConfigFilesConfigureTheAgent(t *testing.T) {
+	c, err := load(t, [2]string{"neutron.conf", neutronConf}, [2]string{"l3_agent.ini", l3AgentIni})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		TransportURL: "rabbit://guest:guest@127.0.0.1:5672/", Host: "net2", StatePath: "/var/lib/neutron",
+		InterfaceDriver: "linuxbridge", HAConfsPath: "/var/lib/neutron/ha_confs", AuthPassword: "s3cret",
+		AdvertInt: 2 * time.Second, L3HAVersion: 3, L3HAAdvertInt: 200 * time.Millisecond,
+		ControlExchange: "neutron", RPCTimeout: 60 * time.Second, HandleInternalOnly: true,
+		ReportInterval: 5 * time.Second, AvailabilityZone: "nova", HADriver: "native",
+	}
+	if *c != want {
+		t.Errorf("config\n%+v\nwant\n%+v", *c, want)
+	}
+}
+
+func TestBadNeutronConfigIsAClearError(t *testing.T) {
+	for _, tc := range []struct{ name, conf, want string }{
+		{"no transport_url", "[DEFAULT]\ninterface_driver = linuxbridge\n", "transport_url is required"},
+		{"nothing", "[DEFAULT]\n", "transport_url and interface_driver are required"},
+		{"dvr mode", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\nagent_mode = dvr_snat\n", `agent_mode "dvr_snat"`},
+		{"openvswitch", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = openvswitch\n", "openvswitch: not implemented"},
+		{"unknown driver", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = macvtap\n", `interface_driver "macvtap"`},
+		{"AH auth", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\nha_vrrp_auth_type = AH\n", "PASS"},
+		{"long password", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\nha_vrrp_auth_password = 123456789\n", "8 characters"},
+		{"fractional v2 advert", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\n[l3ha]\nadvert_int = 0.5\n", "needs vrrp_version = 3"},
+		{"advert not a number", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\nha_vrrp_advert_int = fast\n", "ha_vrrp_advert_int"},
+		{"bad ha_driver", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\n[l3ha]\nha_driver = vrrpd\n", `ha_driver "vrrpd"`},
+		{"malformed file", "[DEFAULT\ntransport_url = rabbit://h/\n", "reading config file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := load(t, [2]string{"neutron.conf", tc.conf})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want one mentioning %q", err, tc.want)
+			}
+		})
+	}
+}
