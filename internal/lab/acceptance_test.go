@@ -1171,7 +1171,12 @@ func TestAcceptanceLegacyRouter(t *testing.T) {
 
 // TestAcceptanceScale100HARouters measures the memory of an agent running
 // 100 HA routers (HA network only) with keepalived, and that of the 100
-// keepalived instances. It takes a while: L3HA_LAB_SCALE=1.
+// keepalived instances. It checks that the 100 routers run as they should
+// at that scale: each with one master in the kernel, the API agreeing;
+// masters spread over the two network nodes as the scheduler put them
+// (scaleMasterSlack); one keepalived (two processes) per router per node;
+// the agent's and keepalived's memory per router bounded (scaleMaxAgentKB,
+// scaleMaxKeepalivedKB). It takes a while: L3HA_LAB_SCALE=1.
 func TestAcceptanceScale100HARouters(t *testing.T) {
 	needE2E(t)
 	if os.Getenv("L3HA_LAB_SCALE") != "1" {
@@ -1223,14 +1228,29 @@ func TestAcceptanceScale100HARouters(t *testing.T) {
 		masters[node] = 0
 	}
 	for _, id := range ids {
+		var holders []string
 		for _, node := range networkNodes() {
 			if rk, err := readRouter(l.name, id, node); err == nil && rk.VIP {
 				masters[node]++
+				holders = append(holders, node)
 			}
+		}
+		if len(holders) != 1 {
+			t.Errorf("router %s: VIP held by %v, want one master", id, holders)
 		}
 	}
 	t.Logf("%d HA routers created through the API in %.1f s; every one had a master after %.1f s; masters per node %v",
 		n, created.Seconds(), converged.Seconds(), masters)
+	// Two agents, two per router: the scheduler gives binding index 1 (the
+	// master-to-be) to the node with fewer masters, so 50 each, and later
+	// bindings delay their first election so that binding 1 wins. A flap
+	// on a loaded machine may move a few.
+	for node, m := range masters {
+		if m < n/2-scaleMasterSlack {
+			t.Errorf("%s is master of %d of %d routers (per node %v): masters not spread over the nodes (want at least %d each)",
+				node, m, n, masters, n/2-scaleMasterSlack)
+		}
+	}
 	for _, node := range Nodes {
 		p, _ := l.st.process("agent-" + node.Name)
 		rss, _ := procKB(p.PID, "status", "VmRSS:")
@@ -1247,10 +1267,28 @@ func TestAcceptanceScale100HARouters(t *testing.T) {
 			}
 			line += fmt.Sprintf("; its %d keepalived processes (%d routers): total VmRSS %d kB (%.0f kB per router), total Pss %d kB (%.0f kB per router)",
 				len(pids), n, sumRSS, float64(sumRSS)/n, sumPSS, float64(sumPSS)/n)
+			if len(pids) != 2*n {
+				t.Errorf("%s runs %d keepalived processes for %d routers, want %d (parent and VRRP child each)", node.Name, len(pids), n, 2*n)
+			}
+			if perRouter := sumPSS / n; perRouter > scaleMaxKeepalivedKB {
+				t.Errorf("%s: keepalived Pss %d kB per router, want at most %d", node.Name, perRouter, scaleMaxKeepalivedKB)
+			}
+			if grown := (rss - rssBefore[node.Name]) / n; grown > scaleMaxAgentKB {
+				t.Errorf("agent %s: VmRSS grew %d kB per router, want at most %d", node.Name, grown, scaleMaxAgentKB)
+			}
 		}
 		t.Log(line)
 	}
 }
+
+// Bounds of TestAcceptanceScale100HARouters. Measured on a 2-core machine
+// (beside a full `make test`): 50 masters per node; agent VmRSS +220 kB per
+// router; keepalived Pss 1.6 MB per router (VmRSS 13 MB: most of it shared).
+const (
+	scaleMasterSlack     = 10   // masters per node at least n/2 minus this
+	scaleMaxAgentKB      = 1024 // agent VmRSS growth per router
+	scaleMaxKeepalivedKB = 6144 // keepalived Pss per router (2 processes)
+)
 
 // procKB reads a "Key:  N kB" line of /proc/<pid>/<file>.
 func procKB(pid int, file, key string) (int, error) {
