@@ -48,6 +48,9 @@ type agentOptions struct {
 	password  string
 	metrics   string
 	pprof     string
+	// externalL2: the node's bridges belong to another L2 agent (Neutron's
+	// linuxbridge agent under `l3ha neutron-l3-agent`); not a flag.
+	externalL2 bool
 }
 
 // agentFlagNames are the flags that can also come from L3HA_<NAME> variables.
@@ -274,7 +277,7 @@ const (
 
 // linuxDataplane builds the Linux data plane and its HA driver from flags.
 func linuxDataplane(o *agentOptions, reg prometheus.Registerer, logger *slog.Logger) (agent.Dataplane, error) {
-	cfg := dataplane.Config{Suffix: o.suffix, Mappings: map[string]string{}, Logger: logger}
+	cfg := dataplane.Config{Suffix: o.suffix, Mappings: map[string]string{}, ExternalL2: o.externalL2, Logger: logger}
 	if o.localIP != "" {
 		cfg.LocalIP = netip.MustParseAddr(o.localIP)
 	}

@@ -18,7 +18,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	agent := newAgentCommand()
-	root.AddCommand(newServerCommand(), agent)
+	root.AddCommand(newServerCommand(), agent, newNeutronAgentCommand())
 	root.AddCommand(newLabCommand())
 	cli.Register(root, agent)
 	if err := root.Execute(); err != nil {

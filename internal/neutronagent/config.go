@@ -39,8 +39,8 @@ var Options = []config.Option{
 	{Section: "agent", Name: "report_interval", Flag: "report-interval", Default: "30", Usage: "seconds between state reports to neutron-server"},
 	{Section: "agent", Name: "availability_zone", Flag: "availability-zone", Default: "nova", Usage: "availability zone the agent reports"},
 	{Section: "l3ha", Name: "ha_driver", Flag: "ha-driver", Default: "native", Usage: "native (l3ha's VRRP engine) or keepalived (one keepalived per router)"},
-	{Section: "l3ha", Name: "vrrp_version", Flag: "vrrp-version", Default: "2", Usage: "VRRP version once every node of a router runs l3ha (2, or 3 for a sub-second advert_int)"},
-	{Section: "l3ha", Name: "advert_int", Flag: "advert-int", Default: "", Usage: "VRRP advertisement interval once every node of a router runs l3ha, e.g. 0.2 with vrrp_version 3 (default: ha_vrrp_advert_int)"},
+	{Section: "l3ha", Name: "vrrp_version", Flag: "vrrp-version", Default: "2", Usage: "not implemented yet (refused unless 2): VRRP version once every node of a router runs l3ha"},
+	{Section: "l3ha", Name: "advert_int", Flag: "advert-int", Default: "", Usage: "not implemented yet (refused): VRRP advertisement interval once every node of a router runs l3ha"},
 	{Section: "l3ha", Name: "metrics_bind", Flag: "metrics-bind", Usage: "address to serve Prometheus metrics on, e.g. 127.0.0.1:9697; empty: off"},
 }
 
@@ -144,6 +144,11 @@ func Load(set *config.Set, log *slog.Logger) (*Config, error) {
 	case "native", "keepalived":
 	default:
 		return nil, fmt.Errorf("invalid configuration: [l3ha] ha_driver %q (want native or keepalived)", c.HADriver)
+	}
+	// The switch to l3ha's own interval once every node of a router runs
+	// l3ha is not built yet: refuse what would be accepted and not done.
+	if v.Set("l3ha.advert_int") || c.L3HAVersion != 2 {
+		return nil, errors.New("invalid configuration: [l3ha] advert_int and vrrp_version (l3ha's interval once every node of a router runs l3ha) are not implemented yet; every router runs Neutron's ha_vrrp_advert_int with VRRPv2")
 	}
 	switch {
 	case c.L3HAVersion != 2 && c.L3HAVersion != 3:

