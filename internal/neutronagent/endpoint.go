@@ -119,8 +119,9 @@ func (s *Server) markDirty(ids ...string) {
 		return
 	}
 	s.mu.Lock()
+	s.seq++
 	for _, id := range ids {
-		s.dirty[id] = true
+		s.dirty[id] = s.seq
 	}
 	s.mu.Unlock()
 	s.poke()

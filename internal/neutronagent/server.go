@@ -54,8 +54,9 @@ type Server struct {
 	mu         sync.Mutex
 	routers    map[string]router // as last synced
 	bad        map[string]string // router id → why its dict was skipped (logged once)
-	dirty      map[string]bool   // routers to sync again
-	full       bool              // sync everything (start, revived, reconnect)
+	dirty      map[string]uint64 // routers to sync again → the mark's sequence number
+	full       uint64            // sync everything (start, revived, reconnect) while > 0: the mark's sequence number
+	seq        uint64            // numbers the marks, so that a sync clears only what it saw
 	wake       chan struct{}     // cap 1
 	generation int               // bumped when neutron-server forgot us
 	started    bool              // the first report (start_flag) was accepted
@@ -71,8 +72,8 @@ func NewServer(cfg *Config, rpc RPC, log *slog.Logger) *Server {
 	}
 	return &Server{
 		cfg: cfg, rpc: rpc, log: log.With("host", cfg.Host),
-		routers: map[string]router{}, bad: map[string]string{}, dirty: map[string]bool{},
-		full: true, wake: make(chan struct{}, 1), reported: map[string]string{},
+		routers: map[string]router{}, bad: map[string]string{}, dirty: map[string]uint64{},
+		full: 1, seq: 1, wake: make(chan struct{}, 1), reported: map[string]string{},
 	}
 }
 
@@ -87,7 +88,8 @@ func (s *Server) poke() {
 // RabbitMQ: casts may have been lost meanwhile).
 func (s *Server) Resync() {
 	s.mu.Lock()
-	s.full = true
+	s.seq++
+	s.full = s.seq
 	s.mu.Unlock()
 	s.poke()
 }
@@ -118,7 +120,8 @@ func (s *Server) Heartbeat(ctx context.Context, hb agentapi.Heartbeat) (agentapi
 		// neutron-server had us dead (or forgot us): routers may have been
 		// rescheduled meanwhile, and our HA states may be stale there.
 		s.log.Info("neutron-server says the agent was "+status+"; full sync", "status", status)
-		s.full = true
+		s.seq++
+		s.full = s.seq
 		s.generation++
 		s.poke()
 	}
@@ -180,15 +183,17 @@ func (s *Server) WaitState(ctx context.Context, host, etag string, wait time.Dur
 }
 
 // sync asks neutron-server for the routers marked dirty (all of them after
-// a full-sync request). On failure the marks stay for the next try.
+// a full-sync request). On failure the marks stay for the next try; a mark
+// made while the sync was under way (a cast that came meanwhile) stays too,
+// so that no notification is lost.
 func (s *Server) sync(ctx context.Context) error {
 	s.mu.Lock()
-	full, dirty := s.full, slices.Sorted(maps.Keys(s.dirty))
+	full, marks := s.full, maps.Clone(s.dirty)
 	s.mu.Unlock()
-	if !full && len(dirty) == 0 {
+	if full == 0 && len(marks) == 0 {
 		return nil
 	}
-	if full {
+	if full != 0 {
 		raw, err := s.rpc.Call(ctx, topicL3Plugin, versionRouterIDs, "get_router_ids", map[string]any{"host": s.cfg.Host})
 		if err != nil {
 			return fmt.Errorf("get_router_ids: %w", err)
@@ -202,22 +207,30 @@ func (s *Server) sync(ctx context.Context) error {
 			return err
 		}
 		s.mu.Lock()
+		// A router that failed to decode keeps what it runs.
+		for id := range bad {
+			if r, ok := s.routers[id]; ok {
+				got[id] = r
+			}
+		}
 		s.routers = got
 		s.noteBadLocked(bad)
-		s.full = false
-		clear(s.dirty)
+		if s.full == full {
+			s.full = 0
+		}
+		s.clearMarksLocked(marks)
 		s.mu.Unlock()
 		s.log.Info("full sync with neutron-server", "routers", len(got), "skipped", len(bad))
 		return nil
 	}
-	got, bad, err := s.syncRouters(ctx, dirty)
+	ids := slices.Sorted(maps.Keys(marks))
+	got, bad, err := s.syncRouters(ctx, ids)
 	if err != nil {
 		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, id := range dirty {
-		delete(s.dirty, id)
+	for _, id := range ids {
 		if r, ok := got[id]; ok {
 			s.routers[id] = r
 		} else if _, skipped := bad[id]; !skipped {
@@ -227,8 +240,19 @@ func (s *Server) sync(ctx context.Context) error {
 		// A router whose dict is malformed keeps what it runs: a bad
 		// answer must not become an outage.
 	}
+	s.clearMarksLocked(marks)
 	s.noteBadLocked(bad)
 	return nil
+}
+
+// clearMarksLocked removes the marks a sync has served, unless a router
+// was marked again meanwhile.
+func (s *Server) clearMarksLocked(served map[string]uint64) {
+	for id, seq := range served {
+		if s.dirty[id] == seq {
+			delete(s.dirty, id)
+		}
+	}
 }
 
 // syncRouters calls sync_routers for ids, in chunks.
@@ -268,7 +292,7 @@ func (s *Server) noteBadLocked(bad map[string]error) {
 	}
 }
 
-func (s *Server) dirtyOrFullLocked() bool { return s.full || len(s.dirty) > 0 }
+func (s *Server) dirtyOrFullLocked() bool { return s.full != 0 || len(s.dirty) > 0 }
 
 // desired is the agent's desired state from the routers last synced.
 func (s *Server) desired() *agentapi.DesiredState {

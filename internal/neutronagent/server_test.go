@@ -22,6 +22,9 @@ type fakeNeutron struct {
 	calls   []string                   // "method args"
 	status  string                     // report_state's answer
 	fail    error
+	// duringSync runs inside a sync_routers call, unlocked (a cast that
+	// arrives while the agent's sync is under way).
+	duringSync func()
 }
 
 func (f *fakeNeutron) Call(_ context.Context, topic, version, method string, args map[string]any) (json.RawMessage, error) {
@@ -43,6 +46,12 @@ func (f *fakeNeutron) Call(_ context.Context, topic, version, method string, arg
 		slices.Sort(ids)
 		return json.Marshal(ids)
 	case "sync_routers":
+		if hook := f.duringSync; hook != nil {
+			f.duringSync = nil
+			f.mu.Unlock()
+			hook()
+			f.mu.Lock()
+		}
 		var out []json.RawMessage
 		for _, id := range args["router_ids"].([]string) {
 			if r, ok := f.routers[id]; ok {
@@ -227,4 +236,48 @@ func TestHAStatesGoToNeutronAsUpdateHARoutersStates(t *testing.T) {
 	if len(got) != 1 || got[0] != `{"host":"net2","states":{"`+goodRouter+`":"active"}}` {
 		t.Errorf("casts %v", got)
 	}
+}
+
+// A cast that arrives while the agent is syncing that very router (the HA
+// port turned ACTIVE just after the answer was built) is not lost: the
+// router is synced again.
+func TestCastDuringSyncIsNotLost(t *testing.T) {
+	fn := &fakeNeutron{routers: fixtureRouters(t), status: "alive"}
+	down := json.RawMessage(strings.Replace(string(fn.routers[goodRouter]), `"device_owner": "network:router_ha_interface", "status": "ACTIVE"`, `"device_owner": "network:router_ha_interface", "status": "DOWN"`, 1))
+	up := fn.routers[goodRouter]
+	fn.routers[goodRouter] = down
+	s := NewServer(testConfig(), fn, nil)
+	ctx := context.Background()
+	st, _, err := s.WaitState(ctx, "net2", "", time.Second)
+	if err != nil || !st.Routers[0].HAPending {
+		t.Fatalf("first state: %v %+v", err, st.Routers)
+	}
+	h := s.Endpoint()
+	fn.mu.Lock()
+	fn.duringSync = func() {
+		// The port is bound now, and neutron-server says so while the
+		// agent's sync (which saw it DOWN) is in flight.
+		fn.mu.Lock()
+		fn.routers[goodRouter] = up
+		fn.mu.Unlock()
+		_, _ = h["routers_updated"](ctx, json.RawMessage(`{"routers": ["`+goodRouter+`"]}`))
+	}
+	fn.routers[goodRouter] = down
+	fn.mu.Unlock()
+	_, _ = h["routers_updated"](ctx, json.RawMessage(`{"routers": ["`+goodRouter+`"]}`))
+	etag := st.ETag
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		st, changed, err := s.WaitState(ctx, "net2", etag, 100*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if changed {
+			etag = st.ETag
+			if !st.Routers[0].HAPending {
+				return
+			}
+		}
+	}
+	t.Fatal("the cast that came during the sync was lost: the router still waits for its HA port")
 }

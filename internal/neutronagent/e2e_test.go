@@ -1,0 +1,271 @@
+package neutronagent_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/l3ha/l3ha/internal/neutronlocal"
+	"github.com/l3ha/l3ha/internal/rabbitlocal"
+)
+
+func skip(t *testing.T, why string) {
+	t.Helper()
+	if os.Getenv("L3HA_TEST_REQUIRE_ALL") == "1" {
+		t.Fatalf("%s (L3HA_TEST_REQUIRE_ALL=1)", why)
+	}
+	t.Skip(why)
+}
+
+// l3haBinary is bin/l3ha of this checkout (make test builds it first).
+func l3haBinary(t *testing.T) string {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	bin, _ := filepath.Abs(filepath.Join(filepath.Dir(file), "..", "..", "bin", "l3ha"))
+	if _, err := os.Stat(bin); err != nil {
+		skip(t, "bin/l3ha is not built (make build): "+err.Error())
+	}
+	return bin
+}
+
+// waitFor polls cond every 100 ms until it holds or d passes.
+func waitFor(ctx context.Context, t *testing.T, d time.Duration, what string, cond func() (bool, error)) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var last error
+	for {
+		ok, err := cond()
+		if ok {
+			return
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			t.Fatalf("waiting for %s: %v (last error: %v)", what, ctx.Err(), last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// holdsAddress reports whether the router's namespace on node holds addr
+// (the kernel's truth of who is master).
+func holdsAddress(ctx context.Context, nd *neutronlocal.Node, routerID, addr string) (bool, error) {
+	cmd, err := nd.RouterCommand(ctx, routerID, "ip", "-4", "-o", "addr", "show")
+	if err != nil {
+		return false, err
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return false, fmt.Errorf("%v: %s", err, out)
+	}
+	return strings.Contains(string(out), " "+addr+"/"), nil
+}
+
+// TestMixedHARouterFailsOverBothWays is issue 9's first acceptance: a real
+// neutron-server; node net1 runs Neutron's neutron-l3-agent (keepalived),
+// node net2 runs `l3ha neutron-l3-agent` with the same config files; an
+// admin's HA router with a tenant network and a gateway is hosted by both
+// with one active; pings from an instance to the upstream host fail over
+// net1 → net2 and net2 → net1 on node faults, and the API shows the new
+// active within 2 s of the kernel.
+func TestMixedHARouterFailsOverBothWays(t *testing.T) {
+	if err := neutronlocal.Available(); err != nil {
+		skip(t, err.Error())
+	}
+	if err := rabbitlocal.Installed(); err != nil {
+		skip(t, err.Error())
+	}
+	bin := l3haBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	r, err := rabbitlocal.Start(ctx, t.TempDir(), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Stop)
+	dir := t.TempDir()
+	if keep := os.Getenv("L3HA_NEUTRONLOCAL_DIR"); keep != "" {
+		dir = filepath.Join(keep, t.Name())
+		_ = os.RemoveAll(dir)
+		t.Logf("scratch directory %s (kept)", dir)
+	}
+	n, err := neutronlocal.Start(ctx, neutronlocal.Options{Dir: dir, Log: log, AMQPURL: r.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, f := range []string{"node-net2/log/l3-agent.out", "node-net2/log/linuxbridge-agent.log", "node-net1/log/l3-agent.log"} {
+				if b, err := os.ReadFile(filepath.Join(dir, f)); err == nil {
+					t.Logf("--- %s:\n%s", f, b[max(0, len(b)-12<<10):])
+				}
+			}
+		}
+		if err := n.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	net1, err := n.AddNode(ctx, neutronlocal.NodeOptions{Host: "net1", L3Agent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	net2, err := n.AddNode(ctx, neutronlocal.NodeOptions{Host: "net2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	if err := net2.StartL3Agent(ctx, bin, "neutron-l3-agent"); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("l3ha neutron-l3-agent on net2 alive in neutron-server after %v", time.Since(began).Round(time.Millisecond))
+	nodes := map[string]*neutronlocal.Node{"net1": net1, "net2": net2}
+
+	extID, _, err := n.CreateExternalNetwork(ctx, "public")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type idObj struct {
+		ID string `json:"id"`
+	}
+	var nw struct{ Network idObj }
+	if err := n.Do(ctx, http.MethodPost, "/networks", map[string]any{"network": map[string]any{"name": "tenant"}}, &nw); err != nil {
+		t.Fatal(err)
+	}
+	var sub struct{ Subnet idObj }
+	if err := n.Do(ctx, http.MethodPost, "/subnets", map[string]any{"subnet": map[string]any{
+		"network_id": nw.Network.ID, "ip_version": 4, "cidr": "10.0.0.0/24", "enable_dhcp": false,
+	}}, &sub); err != nil {
+		t.Fatal(err)
+	}
+	var router struct{ Router idObj }
+	if err := n.Do(ctx, http.MethodPost, "/routers", map[string]any{"router": map[string]any{
+		"name": "r1", "ha": true, "external_gateway_info": map[string]any{"network_id": extID},
+	}}, &router); err != nil {
+		t.Fatal(err)
+	}
+	rid := router.Router.ID
+	if err := n.Do(ctx, http.MethodPut, "/routers/"+rid+"/add_router_interface", map[string]any{"subnet_id": sub.Subnet.ID}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var states map[string]string
+	waitFor(ctx, t, 3*time.Minute, "both agents hosting the router, one active", func() (bool, error) {
+		var err error
+		states, err = neutronlocal.HAStates(ctx, n, rid)
+		return len(states) == 2 && len(neutronlocal.ActiveHosts(states)) == 1, err
+	})
+	t.Logf("router %s: %v", rid, states)
+
+	vm, err := n.AddInstance(ctx, neutronlocal.InstanceOptions{Name: "vm1", NetworkID: nw.Network.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := neutronlocal.WaitPing(ctx, vm); err != nil {
+		t.Fatalf("no ping through the router: %v", err)
+	}
+	gw := vm.Gateway().String()
+	probe, err := neutronlocal.StartProber(ctx, vm, neutronlocal.UpstreamIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(probe.Stop)
+
+	// failover faults the master's node and checks the other takes over:
+	// the kernel (gateway address), the pings, the API within 2 s of the
+	// kernel. It returns the new master.
+	failover := func(master string) string {
+		t.Helper()
+		backup := map[string]string{"net1": "net2", "net2": "net1"}[master]
+		if ok, err := holdsAddress(ctx, nodes[master], rid, gw); err != nil || !ok {
+			t.Fatalf("%s should be master and hold %s: %v %v", master, gw, ok, err)
+		}
+		fault := time.Now()
+		if err := nodes[master].KillNode(); err != nil {
+			t.Fatal(err)
+		}
+		var kernelAt time.Time
+		waitFor(ctx, t, time.Minute, backup+" holding the gateway address", func() (bool, error) {
+			ok, err := holdsAddress(ctx, nodes[backup], rid, gw)
+			if ok {
+				kernelAt = time.Now()
+			}
+			return ok, err
+		})
+		var apiAt time.Time
+		waitFor(ctx, t, time.Minute, backup+" active in the API", func() (bool, error) {
+			s, err := neutronlocal.HAStates(ctx, n, rid)
+			if s[backup] == "active" {
+				apiAt = time.Now()
+				return true, nil
+			}
+			return false, err
+		})
+		var resumed time.Time
+		waitFor(ctx, t, time.Minute, "pings resuming through "+backup, func() (bool, error) {
+			var ok bool
+			resumed, ok = probe.FirstReplyAfter(fault)
+			return ok, nil
+		})
+		last, _ := probe.LastReplyBefore(fault)
+		t.Logf("failover %s → %s: kernel %v after the fault, pings resumed after %v (gap %v), API %v after the kernel",
+			master, backup, kernelAt.Sub(fault).Round(time.Millisecond), resumed.Sub(fault).Round(time.Millisecond),
+			resumed.Sub(last).Round(time.Millisecond), apiAt.Sub(kernelAt).Round(time.Millisecond))
+		if lag := apiAt.Sub(kernelAt); lag > 2*time.Second {
+			t.Errorf("the API showed %s active %v after the kernel, want within 2 s", backup, lag.Round(time.Millisecond))
+		}
+		return backup
+	}
+	master := neutronlocal.ActiveHosts(states)[0]
+	next := failover(master)
+
+	// The faulted node comes back (as after a reboot) and is a backup;
+	// then the other fails and it takes over again: both directions.
+	if err := nodes[master].Revive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if master == "net2" {
+		if err := net2.StartL3Agent(ctx, bin, "neutron-l3-agent"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(ctx, t, 3*time.Minute, master+" back as a standby", func() (bool, error) {
+		s, err := neutronlocal.HAStates(ctx, n, rid)
+		if err != nil {
+			return false, err
+		}
+		if len(neutronlocal.ActiveHosts(s)) > 1 {
+			return false, errors.New("two actives")
+		}
+		return s[master] == "standby" && s[next] == "active", nil
+	})
+	// A backup is ready once its VRRP has run longer than the master-down
+	// interval (3 × 2 s + skew) without taking over.
+	waitFor(ctx, t, 2*time.Minute, master+"'s VRRP running", func() (bool, error) {
+		if master == "net1" {
+			return nodes[master].KeepalivedPID(rid) != 0, nil
+		}
+		_, err := os.Stat(filepath.Join(nodes[master].HAConfsPath(), rid, "vrrp.json"))
+		return err == nil, nil
+	})
+	readySince := time.Now()
+	waitFor(ctx, t, time.Minute, master+" a settled backup", func() (bool, error) {
+		ok, err := holdsAddress(ctx, nodes[master], rid, gw)
+		if err != nil {
+			return false, err
+		}
+		if ok {
+			t.Fatalf("%s took the gateway back while %s is master: two masters", master, next)
+		}
+		return time.Since(readySince) > 8*time.Second, nil
+	})
+	failover(next)
+}
