@@ -32,7 +32,7 @@ files as neutron-l3-agent (--config-file /etc/neutron/neutron.conf
 --config-file /etc/neutron/l3_agent.ini [--config-dir DIR]), Neutron's option
 names ([DEFAULT] transport_url, host, state_path, interface_driver, agent_mode,
 ha_confs_path, ha_vrrp_*, [agent] report_interval) and l3ha's own in [l3ha]
-(ha_driver, metrics_bind). It reports as an "L3
+(ha_driver, advert_int, vrrp_version, metrics_bind). It reports as an "L3
 agent", runs the routers neutron-server schedules here with l3ha's data plane
 and HA driver, and reports HA states back, so one HA router may run on a node
 with neutron-l3-agent + keepalived and on a node with l3ha at once.`,
@@ -49,7 +49,7 @@ with neutron-l3-agent + keepalived and on a node with l3ha at once.`,
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		dp, err := linuxDataplane(&agentOptions{
-			stateDir: cfg.StatePath, haDriver: cfg.HADriver, advertInt: cfg.AdvertInt.Seconds(), vrrpVer: 2,
+			stateDir: cfg.StatePath, haDriver: cfg.HADriver, advertInt: cfg.L3HAAdvertInt.Seconds(), vrrpVer: cfg.L3HAVersion,
 			password: cfg.AuthPassword, externalL2: true,
 		}, reg, logger)
 		if err != nil {
@@ -85,7 +85,7 @@ with neutron-l3-agent + keepalived and on a node with l3ha at once.`,
 			go func() { _ = ms.Serve(ln) }()
 			defer ms.Close()
 		}
-		logger.Info("starting l3ha neutron-l3-agent", "host", cfg.Host, "ha_driver", cfg.HADriver, "advert_int", cfg.AdvertInt, "state_path", cfg.StatePath)
+		logger.Info("starting l3ha neutron-l3-agent", "host", cfg.Host, "ha_driver", cfg.HADriver, "advert_int", cfg.L3HAAdvertInt, "vrrp_version", cfg.L3HAVersion, "state_path", cfg.StatePath)
 		err = neutronagent.Run(ctx, cfg, dp, reg, logger)
 		if s, ok := dp.(interface {
 			Stop(context.Context, bool) error

@@ -39,8 +39,8 @@ var Options = []config.Option{
 	{Section: "agent", Name: "report_interval", Flag: "report-interval", Default: "30", Usage: "seconds between state reports to neutron-server"},
 	{Section: "agent", Name: "availability_zone", Flag: "availability-zone", Default: "nova", Usage: "availability zone the agent reports"},
 	{Section: "l3ha", Name: "ha_driver", Flag: "ha-driver", Default: "native", Usage: "native (l3ha's VRRP engine) or keepalived (one keepalived per router)"},
-	{Section: "l3ha", Name: "vrrp_version", Flag: "vrrp-version", Default: "2", Usage: "not implemented yet (refused unless 2): VRRP version once every node of a router runs l3ha"},
-	{Section: "l3ha", Name: "advert_int", Flag: "advert-int", Default: "", Usage: "not implemented yet (refused): VRRP advertisement interval once every node of a router runs l3ha"},
+	{Section: "l3ha", Name: "vrrp_version", Flag: "vrrp-version", Default: "", Usage: "VRRP version with advert_int: 3 (default when advert_int is fractional) or 2"},
+	{Section: "l3ha", Name: "advert_int", Flag: "advert-int", Default: "", Usage: "l3ha's own VRRP advertisement interval for every router of this node, e.g. 0.2 (VRRPv3); set it on every node once no node of these routers runs neutron-l3-agent any more — keepalived would not talk to it (default: ha_vrrp_advert_int, VRRPv2)"},
 	{Section: "l3ha", Name: "metrics_bind", Flag: "metrics-bind", Usage: "address to serve Prometheus metrics on, e.g. 127.0.0.1:9697; empty: off"},
 }
 
@@ -54,7 +54,8 @@ type Config struct {
 	// VRRP as Neutron's keepalived runs it.
 	AuthPassword string
 	AdvertInt    time.Duration
-	// VRRP once every node of a router runs l3ha.
+	// VRRP as every router of the node runs it: Neutron's (VRRPv2 at
+	// AdvertInt) unless [l3ha] advert_int says otherwise.
 	L3HAVersion   int
 	L3HAAdvertInt time.Duration
 
@@ -101,10 +102,16 @@ func Load(set *config.Set, log *slog.Logger) (*Config, error) {
 	c.RPCTimeout = v.Seconds("default.rpc_response_timeout")
 	c.HandleInternalOnly = v.Bool("default.handle_internal_only_routers")
 	c.ReportInterval = v.Seconds("agent.report_interval")
-	c.L3HAVersion = v.Int("l3ha.vrrp_version", 2)
-	c.L3HAAdvertInt = c.AdvertInt
+	c.L3HAVersion, c.L3HAAdvertInt = 2, c.AdvertInt
 	if v.String("l3ha.advert_int") != "" {
 		c.L3HAAdvertInt = v.Seconds("l3ha.advert_int")
+		c.L3HAVersion = 3
+		if c.L3HAAdvertInt%time.Second == 0 {
+			c.L3HAVersion = 2
+		}
+	}
+	if v.String("l3ha.vrrp_version") != "" {
+		c.L3HAVersion = v.Int("l3ha.vrrp_version", 2)
 	}
 	if err := v.Err(); err != nil {
 		return nil, err
@@ -144,11 +151,6 @@ func Load(set *config.Set, log *slog.Logger) (*Config, error) {
 	case "native", "keepalived":
 	default:
 		return nil, fmt.Errorf("invalid configuration: [l3ha] ha_driver %q (want native or keepalived)", c.HADriver)
-	}
-	// The switch to l3ha's own interval once every node of a router runs
-	// l3ha is not built yet: refuse what would be accepted and not done.
-	if v.Set("l3ha.advert_int") || c.L3HAVersion != 2 {
-		return nil, errors.New("invalid configuration: [l3ha] advert_int and vrrp_version (l3ha's interval once every node of a router runs l3ha) are not implemented yet; every router runs Neutron's ha_vrrp_advert_int with VRRPv2")
 	}
 	switch {
 	case c.L3HAVersion != 2 && c.L3HAVersion != 3:

@@ -74,6 +74,18 @@ func TestNeutronConfigFilesConfigureTheAgent(t *testing.T) {
 	}
 }
 
+// [l3ha] advert_int switches every router of the node to l3ha's interval,
+// VRRPv3 when it is fractional.
+func TestL3haAdvertIntIsVRRPv3WhenFractional(t *testing.T) {
+	c, err := load(t, [2]string{"neutron.conf", neutronConf}, [2]string{"l3_agent.ini", l3AgentIni + "advert_int = 0.2\n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.L3HAVersion != 3 || c.L3HAAdvertInt != 200*time.Millisecond || c.AdvertInt != 2*time.Second {
+		t.Errorf("version %d interval %v (Neutron's %v)", c.L3HAVersion, c.L3HAAdvertInt, c.AdvertInt)
+	}
+}
+
 func TestBadNeutronConfigIsAClearError(t *testing.T) {
 	for _, tc := range []struct{ name, conf, want string }{
 		{"no transport_url", "[DEFAULT]\ninterface_driver = linuxbridge\n", "transport_url is required"},
@@ -83,7 +95,8 @@ func TestBadNeutronConfigIsAClearError(t *testing.T) {
 		{"unknown driver", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = macvtap\n", `interface_driver "macvtap"`},
 		{"AH auth", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\nha_vrrp_auth_type = AH\n", "PASS"},
 		{"long password", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\nha_vrrp_auth_password = 123456789\n", "8 characters"},
-		{"l3ha interval (not built yet)", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\n[l3ha]\nvrrp_version = 3\nadvert_int = 0.2\n", "not implemented yet"},
+		{"fractional v2 advert", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\n[l3ha]\nvrrp_version = 2\nadvert_int = 0.5\n", "needs vrrp_version = 3"},
+		{"advert too short", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\n[l3ha]\nadvert_int = 0.001\n", "0.01 to 40.95"},
 		{"advert not a number", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\nha_vrrp_advert_int = fast\n", "ha_vrrp_advert_int"},
 		{"bad ha_driver", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\n[l3ha]\nha_driver = vrrpd\n", `ha_driver "vrrpd"`},
 		{"malformed file", "[DEFAULT\ntransport_url = rabbit://h/\n", "reading config file"},

@@ -269,3 +269,177 @@ func TestMixedHARouterFailsOverBothWays(t *testing.T) {
 	})
 	failover(next)
 }
+
+// TestL3haOnBothNodesSubSecondAndRestarts is issue 9's second and third
+// acceptance: both nodes run `l3ha neutron-l3-agent` with [l3ha]
+// advert_int = 0.2 (VRRPv3); RabbitMQ and then neutron-server restart
+// without a transition or a lost ping, and state reports resume; a node
+// fault of the master costs less than a second of pings.
+func TestL3haOnBothNodesSubSecondAndRestarts(t *testing.T) {
+	if err := neutronlocal.Available(); err != nil {
+		skip(t, err.Error())
+	}
+	if err := rabbitlocal.Installed(); err != nil {
+		skip(t, err.Error())
+	}
+	bin := l3haBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	r, err := rabbitlocal.Start(ctx, t.TempDir(), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Stop)
+	dir := t.TempDir()
+	if keep := os.Getenv("L3HA_NEUTRONLOCAL_DIR"); keep != "" {
+		dir = filepath.Join(keep, t.Name())
+		_ = os.RemoveAll(dir)
+	}
+	n, err := neutronlocal.Start(ctx, neutronlocal.Options{Dir: dir, Log: log, AMQPURL: r.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, f := range []string{"node-net1/log/l3-agent.out", "node-net2/log/l3-agent.out"} {
+				if b, err := os.ReadFile(filepath.Join(dir, f)); err == nil {
+					t.Logf("--- %s:\n%s", f, b[max(0, len(b)-12<<10):])
+				}
+			}
+		}
+		if err := n.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	nodes := map[string]*neutronlocal.Node{}
+	for _, h := range []string{"net1", "net2"} {
+		nd, err := n.AddNode(ctx, neutronlocal.NodeOptions{Host: h, L3AgentConfig: "[l3ha]\nadvert_int = 0.2\n"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := nd.StartL3Agent(ctx, bin, "neutron-l3-agent"); err != nil {
+			t.Fatal(err)
+		}
+		nodes[h] = nd
+	}
+	extID, _, err := n.CreateExternalNetwork(ctx, "public")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type idObj struct {
+		ID string `json:"id"`
+	}
+	var nw struct{ Network idObj }
+	if err := n.Do(ctx, http.MethodPost, "/networks", map[string]any{"network": map[string]any{"name": "tenant"}}, &nw); err != nil {
+		t.Fatal(err)
+	}
+	var sub struct{ Subnet idObj }
+	if err := n.Do(ctx, http.MethodPost, "/subnets", map[string]any{"subnet": map[string]any{
+		"network_id": nw.Network.ID, "ip_version": 4, "cidr": "10.0.0.0/24", "enable_dhcp": false,
+	}}, &sub); err != nil {
+		t.Fatal(err)
+	}
+	var router struct{ Router idObj }
+	if err := n.Do(ctx, http.MethodPost, "/routers", map[string]any{"router": map[string]any{
+		"name": "r1", "ha": true, "external_gateway_info": map[string]any{"network_id": extID},
+	}}, &router); err != nil {
+		t.Fatal(err)
+	}
+	rid := router.Router.ID
+	if err := n.Do(ctx, http.MethodPut, "/routers/"+rid+"/add_router_interface", map[string]any{"subnet_id": sub.Subnet.ID}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var states map[string]string
+	waitFor(ctx, t, 3*time.Minute, "both l3ha agents hosting the router, one active", func() (bool, error) {
+		var err error
+		states, err = neutronlocal.HAStates(ctx, n, rid)
+		return len(states) == 2 && len(neutronlocal.ActiveHosts(states)) == 1, err
+	})
+	master := neutronlocal.ActiveHosts(states)[0]
+	backup := map[string]string{"net1": "net2", "net2": "net1"}[master]
+	vm, err := n.AddInstance(ctx, neutronlocal.InstanceOptions{Name: "vm1", NetworkID: nw.Network.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := neutronlocal.WaitPing(ctx, vm); err != nil {
+		t.Fatalf("no ping through the router: %v", err)
+	}
+	gw := vm.Gateway().String()
+	probe, err := neutronlocal.StartProber(ctx, vm, neutronlocal.UpstreamIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(probe.Stop)
+	waitFor(ctx, t, time.Minute, "the prober's first reply", func() (bool, error) {
+		_, ok := probe.FirstReplyAfter(time.Time{})
+		return ok, nil
+	})
+
+	// quiet checks that nothing moved during a restart of something: the
+	// master still holds the gateway, the backup does not, the API says
+	// the same, and no probe went unanswered.
+	quiet := func(what string, restart func() error) {
+		t.Helper()
+		from := time.Now()
+		if err := restart(); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		// Heartbeats (every 5 s) and state reports reach the server again.
+		waitFor(ctx, t, 2*time.Minute, "both l3ha agents alive after the "+what, func() (bool, error) {
+			for _, h := range []string{"net1", "net2"} {
+				agents, err := n.Agents(ctx, h)
+				if err != nil {
+					return false, err
+				}
+				alive := false
+				for _, a := range agents {
+					if a.AgentType == "L3 agent" && a.Alive {
+						alive = true
+					}
+				}
+				if !alive {
+					return false, fmt.Errorf("%s's L3 agent not alive", h)
+				}
+			}
+			return true, nil
+		})
+		to := time.Now()
+		for host, want := range map[string]bool{master: true, backup: false} {
+			if ok, err := holdsAddress(ctx, nodes[host], rid, gw); err != nil || ok != want {
+				t.Errorf("after the %s: %s holds the gateway %v (%v), want %v: a transition", what, host, ok, err, want)
+			}
+		}
+		if s, err := neutronlocal.HAStates(ctx, n, rid); err != nil || s[master] != "active" || s[backup] != "standby" {
+			t.Errorf("after the %s: API %v (%v), want %s active", what, s, err, master)
+		}
+		gap := probe.LongestGap(from, to)
+		t.Logf("%s: %v, longest gap between replies %v", what, to.Sub(from).Round(time.Millisecond), gap.Round(time.Millisecond))
+		if gap > 4*neutronlocal.ProbeInterval {
+			t.Errorf("%s: pings stopped for %v", what, gap.Round(time.Millisecond))
+		}
+	}
+	quiet("RabbitMQ restart", func() error { return r.Restart(ctx) })
+	quiet("neutron-server restart", func() error { return n.Restart(ctx) })
+
+	fault := time.Now()
+	if err := nodes[master].KillNode(); err != nil {
+		t.Fatal(err)
+	}
+	var resumed time.Time
+	waitFor(ctx, t, time.Minute, "pings resuming through "+backup, func() (bool, error) {
+		var ok bool
+		resumed, ok = probe.FirstReplyAfter(fault)
+		return ok, nil
+	})
+	last, _ := probe.LastReplyBefore(fault)
+	outage := resumed.Sub(last)
+	t.Logf("node fault of %s at 0.2 s adverts: pings resumed after %v (longest gap %v)", master, resumed.Sub(fault).Round(time.Millisecond), outage.Round(time.Millisecond))
+	if outage >= time.Second {
+		t.Errorf("node fault outage %v, want under 1 s", outage.Round(time.Millisecond))
+	}
+	waitFor(ctx, t, 30*time.Second, backup+" active in the API", func() (bool, error) {
+		s, err := neutronlocal.HAStates(ctx, n, rid)
+		return s[backup] == "active", err
+	})
+}
