@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -421,6 +422,22 @@ func TestL3haOnBothNodesSubSecondAndRestarts(t *testing.T) {
 	}
 	quiet("RabbitMQ restart", func() error { return r.Restart(ctx) })
 	quiet("neutron-server restart", func() error { return n.Restart(ctx) })
+	// An upgrade or restart of the master's agent: SIGUSR2 exits and leaves
+	// VRRP to the next agent, which adopts it.
+	quiet("restart of the master's l3ha agent", func() error {
+		pid := nodes[master].L3AgentPID()
+		if err := syscall.Kill(pid, syscall.SIGUSR2); err != nil {
+			return err
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for nodes[master].L3AgentPID() != 0 {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("the agent (pid %d) did not exit on SIGUSR2", pid)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		return nodes[master].StartL3Agent(ctx, bin, "neutron-l3-agent")
+	})
 
 	fault := time.Now()
 	if err := nodes[master].KillNode(); err != nil {
@@ -442,4 +459,169 @@ func TestL3haOnBothNodesSubSecondAndRestarts(t *testing.T) {
 		s, err := neutronlocal.HAStates(ctx, n, rid)
 		return s[backup] == "active", err
 	})
+}
+
+// TestRollingMigrationFromNeutronL3Agent is issue 9's rolling migration:
+// two nodes run Neutron's neutron-l3-agent; the backup's agent is replaced
+// by l3ha (no failover, no lost ping), then the master's (one failover, to
+// the node already on l3ha). Stopping neutron-l3-agent leaves its
+// keepalived running, as its systemd unit does; l3ha stops it on start.
+func TestRollingMigrationFromNeutronL3Agent(t *testing.T) {
+	if err := neutronlocal.Available(); err != nil {
+		skip(t, err.Error())
+	}
+	if err := rabbitlocal.Installed(); err != nil {
+		skip(t, err.Error())
+	}
+	bin := l3haBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	r, err := rabbitlocal.Start(ctx, t.TempDir(), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Stop)
+	dir := t.TempDir()
+	n, err := neutronlocal.Start(ctx, neutronlocal.Options{Dir: dir, Log: log, AMQPURL: r.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, f := range []string{"node-net1/log/l3-agent.out", "node-net2/log/l3-agent.out"} {
+				if b, err := os.ReadFile(filepath.Join(dir, f)); err == nil {
+					t.Logf("--- %s:\n%s", f, b[max(0, len(b)-12<<10):])
+				}
+			}
+		}
+		if err := n.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	nodes := map[string]*neutronlocal.Node{}
+	for _, h := range []string{"net1", "net2"} {
+		nd, err := n.AddNode(ctx, neutronlocal.NodeOptions{Host: h, L3Agent: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes[h] = nd
+	}
+	extID, _, err := n.CreateExternalNetwork(ctx, "public")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type idObj struct {
+		ID string `json:"id"`
+	}
+	var nw struct{ Network idObj }
+	if err := n.Do(ctx, http.MethodPost, "/networks", map[string]any{"network": map[string]any{"name": "tenant"}}, &nw); err != nil {
+		t.Fatal(err)
+	}
+	var sub struct{ Subnet idObj }
+	if err := n.Do(ctx, http.MethodPost, "/subnets", map[string]any{"subnet": map[string]any{
+		"network_id": nw.Network.ID, "ip_version": 4, "cidr": "10.0.0.0/24", "enable_dhcp": false,
+	}}, &sub); err != nil {
+		t.Fatal(err)
+	}
+	var router struct{ Router idObj }
+	if err := n.Do(ctx, http.MethodPost, "/routers", map[string]any{"router": map[string]any{
+		"name": "r1", "ha": true, "external_gateway_info": map[string]any{"network_id": extID},
+	}}, &router); err != nil {
+		t.Fatal(err)
+	}
+	rid := router.Router.ID
+	if err := n.Do(ctx, http.MethodPut, "/routers/"+rid+"/add_router_interface", map[string]any{"subnet_id": sub.Subnet.ID}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var states map[string]string
+	waitFor(ctx, t, 3*time.Minute, "both agents hosting the router, one active", func() (bool, error) {
+		var err error
+		states, err = neutronlocal.HAStates(ctx, n, rid)
+		return len(states) == 2 && len(neutronlocal.ActiveHosts(states)) == 1, err
+	})
+	master := neutronlocal.ActiveHosts(states)[0]
+	backup := map[string]string{"net1": "net2", "net2": "net1"}[master]
+	vm, err := n.AddInstance(ctx, neutronlocal.InstanceOptions{Name: "vm1", NetworkID: nw.Network.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := neutronlocal.WaitPing(ctx, vm); err != nil {
+		t.Fatalf("no ping through the router: %v", err)
+	}
+	gw := vm.Gateway().String()
+	probe, err := neutronlocal.StartProber(ctx, vm, neutronlocal.UpstreamIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(probe.Stop)
+	waitFor(ctx, t, time.Minute, "the prober's first reply", func() (bool, error) {
+		_, ok := probe.FirstReplyAfter(time.Time{})
+		return ok, nil
+	})
+
+	// migrate replaces host's neutron-l3-agent by l3ha and returns when
+	// the router's new master holds the gateway and the API agrees.
+	migrate := func(host, wantMaster string) time.Duration {
+		t.Helper()
+		from := time.Now()
+		ka := nodes[host].KeepalivedPID(rid)
+		if ka == 0 {
+			t.Fatalf("%s runs no keepalived for the router before the migration", host)
+		}
+		pid := nodes[host].L3AgentPID()
+		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(ctx, t, time.Minute, host+"'s neutron-l3-agent gone", func() (bool, error) { return nodes[host].L3AgentPID() == 0, nil })
+		if syscall.Kill(ka, 0) != nil {
+			t.Logf("%s: keepalived stopped with neutron-l3-agent (expected it to outlive the agent)", host)
+		}
+		if err := nodes[host].StartL3Agent(ctx, bin, "neutron-l3-agent"); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(ctx, t, time.Minute, host+"'s old keepalived stopped by l3ha", func() (bool, error) {
+			return syscall.Kill(ka, 0) != nil || isZombieProc(ka), nil
+		})
+		other := map[string]string{"net1": "net2", "net2": "net1"}[wantMaster]
+		waitFor(ctx, t, time.Minute, wantMaster+" master in the kernel and the API", func() (bool, error) {
+			a, err := holdsAddress(ctx, nodes[wantMaster], rid, gw)
+			if err != nil || !a {
+				return false, err
+			}
+			b, err := holdsAddress(ctx, nodes[other], rid, gw)
+			if err != nil || b {
+				return false, err
+			}
+			s, err := neutronlocal.HAStates(ctx, n, rid)
+			return s[wantMaster] == "active" && s[other] == "standby", err
+		})
+		// Settled: VRRP between the nodes has run a few adverts since.
+		settle := time.Now()
+		waitFor(ctx, t, time.Minute, "the router settled", func() (bool, error) {
+			if ok, err := holdsAddress(ctx, nodes[other], rid, gw); err != nil || ok {
+				return false, fmt.Errorf("%s holds the gateway too: %v %v", other, ok, err)
+			}
+			return time.Since(settle) > 8*time.Second, nil
+		})
+		gap := probe.LongestGap(from, time.Now())
+		t.Logf("%s migrated to l3ha: master %s, longest gap between replies %v", host, wantMaster, gap.Round(time.Millisecond))
+		return gap
+	}
+	if gap := migrate(backup, master); gap > 4*neutronlocal.ProbeInterval {
+		t.Errorf("migrating the backup %s: pings stopped for %v, want no loss", backup, gap.Round(time.Millisecond))
+	}
+	// The master's migration costs one failover, to the node on l3ha.
+	if gap := migrate(master, backup); gap > 3*time.Second {
+		t.Errorf("migrating the master %s: pings stopped for %v, want one quick failover (its keepalived resigns)", master, gap.Round(time.Millisecond))
+	}
+}
+
+func isZombieProc(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i > 0 && i+2 < len(b) && b[i+2] == 'Z'
 }

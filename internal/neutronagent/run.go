@@ -54,6 +54,13 @@ func Run(ctx context.Context, cfg *Config, dp agent.Dataplane, reg prometheus.Re
 	if filepath.Base(cfg.HAConfsPath) != "ha_confs" {
 		return fmt.Errorf("ha_confs_path %s: l3ha keeps its state files in <dir>/ha_confs; give a path ending in ha_confs", cfg.HAConfsPath)
 	}
+	// A node that ran neutron-l3-agent until now: its keepalived would
+	// speak VRRP beside l3ha's for the same routers.
+	if n, err := takeOverFromNeutron(cfg.HAConfsPath, log); err != nil {
+		return err
+	} else if n > 0 {
+		log.Info("took the node's routers over from neutron-l3-agent", "processes_stopped", n)
+	}
 	t, err := oslo.Dial(ctx, oslo.Config{
 		TransportURL: cfg.TransportURL, ControlExchange: cfg.ControlExchange, RPCResponseTimeout: cfg.RPCTimeout,
 		ConnectionName: "l3ha-neutron-l3-agent:" + cfg.Host, Log: log.With("component", "oslo.messaging"),

@@ -48,6 +48,10 @@ type Node struct {
 	relay   *relay
 	lb      *proc
 	l3      *proc
+	// mnt holds the mount namespace the node's L3 agents run in (a tmpfs
+	// of their own on /run/netns): it outlives an L3 agent's restart, as a
+	// real node's router namespaces do, and dies with the node.
+	mnt     *proc
 	removed bool
 }
 
@@ -237,13 +241,45 @@ func (nd *Node) L3AgentPID() int {
 	return nd.l3.pid
 }
 
-// l3Wrapper runs the rest of its arguments in the node's namespace with a
-// private tmpfs on /run/netns: `ip netns exec` already gives the command a
-// mount namespace of its own whose mounts do not propagate back (it makes /
-// a recursive slave), so mounting there is enough.
-func (nd *Node) l3Wrapper() []string {
-	return []string{"ip", "netns", "exec", nd.ns, "/bin/sh", "-c",
-		`mount -t tmpfs -o mode=0755,size=1m l3ha-nn-netns /run/netns && exec "$@"`, "sh"}
+// mountHolderLocked starts, unless it runs, the process holding the node's
+// L3 mount namespace: `ip netns exec` gives it a mount namespace of its
+// own whose mounts do not propagate back (it makes / a recursive slave), a
+// private tmpfs is mounted on /run/netns there, and it sleeps. L3 agents
+// and RouterCommand enter it (l3Wrapper), so that two nodes' agents can
+// both create qrouter-<id>, none of them sees anybody else's namespaces,
+// and the router namespaces outlive an agent's restart.
+func (nd *Node) mountHolderLocked() (int, error) {
+	if nd.mnt != nil && !nd.mnt.exited() {
+		return nd.mnt.pid, nil
+	}
+	p, err := startProc("netns holder "+nd.host, []string{"ip", "netns", "exec", nd.ns, "/bin/sh", "-c",
+		// The comment names the node's directory, so that a crashed run's
+		// holder is found (and ended) by it like every other process.
+		`mount -t tmpfs -o mode=0755,size=1m l3ha-nn-netns /run/netns || exit 1; while :; do sleep 3600; done # ` + nd.dir},
+		childEnv(nd.dir), nd.dir, filepath.Join(nd.dir, "log", "netns-holder.out"))
+	if err != nil {
+		return 0, err
+	}
+	// Ready once the tmpfs is mounted in its mount namespace.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", p.pid)); err == nil && strings.Contains(string(b), " /run/netns ") && strings.Contains(string(b), "l3ha-nn-netns") {
+			break
+		}
+		if p.exited() || time.Now().After(deadline) {
+			_ = p.kill()
+			return 0, fmt.Errorf("node %s: the mount namespace holder did not mount /run/netns (see %s)", nd.host, filepath.Join(nd.dir, "log", "netns-holder.out"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	nd.mnt = p
+	return p.pid, nil
+}
+
+// l3Wrapper runs the rest of its arguments in the node's network namespace
+// and L3 mount namespace (mountHolderLocked).
+func (nd *Node) l3Wrapper(holder int) []string {
+	return []string{"nsenter", "--target", strconv.Itoa(holder), "--mount", "--net", "--"}
 }
 
 // StartL3Agent starts an L3 agent on the node, in its namespace with a
@@ -273,6 +309,10 @@ func (nd *Node) startL3(argv []string) error {
 	if nd.l3 != nil && !nd.l3.exited() {
 		return fmt.Errorf("neutronlocal: node %s already runs an L3 agent (pid %d)", nd.host, nd.l3.pid)
 	}
+	holder, err := nd.mountHolderLocked()
+	if err != nil {
+		return fmt.Errorf("neutronlocal: %w", err)
+	}
 	args := append([]string(nil), argv...)
 	logs := []string{}
 	if len(args) == 0 {
@@ -285,7 +325,7 @@ func (nd *Node) startL3(argv []string) error {
 		args = append(args, "--config-dir", filepath.Join(nd.dir, "conf.d"), "--log-file", nd.L3AgentLogPath())
 		logs = append(logs, nd.L3AgentLogPath())
 	}
-	p, err := startProc("l3-agent "+nd.host, append(nd.l3Wrapper(), args...), childEnv(nd.dir), nd.dir, nd.L3AgentOutputPath(), logs...)
+	p, err := startProc("l3-agent "+nd.host, append(nd.l3Wrapper(holder), args...), childEnv(nd.dir), nd.dir, nd.L3AgentOutputPath(), logs...)
 	if err != nil {
 		return fmt.Errorf("neutronlocal: node %s: %w", nd.host, err)
 	}
@@ -294,12 +334,17 @@ func (nd *Node) startL3(argv []string) error {
 }
 
 // RouterCommand is an exec.Cmd running name with args in router namespace
-// qrouter-<routerID> of the node's running L3 agent (entering the agent's
-// mount namespace, where that namespace is mounted).
+// qrouter-<routerID> of the node's L3 agents (entering their mount
+// namespace, where that namespace is mounted; it outlives an agent).
 func (nd *Node) RouterCommand(ctx context.Context, routerID, name string, args ...string) (*exec.Cmd, error) {
-	pid := nd.L3AgentPID()
+	nd.mu.Lock()
+	pid := 0
+	if nd.mnt != nil && !nd.mnt.exited() {
+		pid = nd.mnt.pid
+	}
+	nd.mu.Unlock()
 	if pid == 0 {
-		return nil, fmt.Errorf("neutronlocal: node %s runs no L3 agent", nd.host)
+		return nil, fmt.Errorf("neutronlocal: node %s has run no L3 agent since it started", nd.host)
 	}
 	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--target", strconv.Itoa(pid), "--mount", "--net",
 		"ip", "netns", "exec", "qrouter-" + routerID, name}, args...)...)
@@ -328,8 +373,8 @@ func (nd *Node) KeepalivedPID(routerID string) int {
 // StopL3Agent stops the node's L3 agent (SIGTERM, SIGKILL after 15 s) and
 // then the keepalived and neutron-keepalived-state-change daemons it left
 // (found through their command lines, which name HAConfsPath: their pid
-// files and configuration are there). Its router namespaces go with its
-// mount namespace. Without an L3 agent it does nothing.
+// files and configuration are there). Its router namespaces stay, as on a
+// real node, until the node dies. Without an L3 agent it does nothing.
 func (nd *Node) StopL3Agent() error {
 	nd.mu.Lock()
 	l3 := nd.l3
@@ -370,22 +415,22 @@ func (nd *Node) KillNode() error {
 
 func (nd *Node) killProcesses() error {
 	nd.mu.Lock()
-	r, lb, l3 := nd.relay, nd.lb, nd.l3
-	nd.relay = nil
+	r, lb, l3, mnt := nd.relay, nd.lb, nd.l3, nd.mnt
+	nd.relay, nd.mnt = nil, nil
 	nd.mu.Unlock()
 	if r != nil {
 		r.close()
 	}
 	// Everything at once: the daemons first would let the agents notice.
 	var pids []int
-	for _, p := range []*proc{l3, lb} {
+	for _, p := range []*proc{l3, lb, mnt} {
 		if p != nil && !p.exited() {
 			pids = append(pids, groupMembers(p.pid)...)
 		}
 	}
 	pids = append(pids, strays(nd.dir)...)
 	errs := []error{killPIDs(pids, syscall.SIGKILL, 0)}
-	for _, p := range []*proc{l3, lb} {
+	for _, p := range []*proc{l3, lb, mnt} {
 		if p != nil {
 			errs = append(errs, p.kill())
 		}

@@ -1,0 +1,51 @@
+package neutronagent
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+)
+
+// Only neutron-l3-agent's keepalived and state-change monitors of this
+// node's ha_confs_path are taken over: not l3ha's own keepalived (pid file
+// inside the router's directory), not another node's.
+func TestFindNeutronVRRPTakesOnlyNeutronsProcessesOfThisNode(t *testing.T) {
+	proc := t.TempDir()
+	const ha = "/var/lib/neutron/ha_confs"
+	for pid, argv := range map[string][]string{
+		"101": {"keepalived", "-P", "-f", ha + "/r1/keepalived.conf", "-p", ha + "/r1.pid.keepalived", "-r", ha + "/r1.pid.keepalived-vrrp"},
+		"102": {"/usr/bin/python3", "/usr/bin/neutron-keepalived-state-change", "--router_id=r1", "--conf_dir=" + ha + "/r1", "--monitor_interface=ha-1"},
+		"103": {"keepalived", "-f", ha + "/r2/keepalived.conf", "-p", ha + "/r2/keepalived.pid", "-r", ha + "/r2/keepalived-vrrp.pid"}, // l3ha's driver
+		"104": {"keepalived", "-f", "/other/ha_confs/r3/keepalived.conf", "-p", "/other/ha_confs/r3.pid.keepalived"},          // another node's
+		"105": {"sleep", "-p", ha + "/r4.pid.keepalived"},                                                                      // not keepalived
+	} {
+		dir := filepath.Join(proc, pid)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		var b []byte
+		for _, a := range argv {
+			b = append(append(b, a...), 0)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "cmdline"), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := findNeutronVRRP(proc, ha)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	monitors := 0
+	for _, p := range got {
+		pids = append(pids, p.pid)
+		if p.monitor {
+			monitors++
+		}
+	}
+	slices.Sort(pids)
+	if !slices.Equal(pids, []int{101, 102}) || monitors != 1 {
+		t.Errorf("found %v (%d monitors), want neutron's keepalived 101 and monitor 102", pids, monitors)
+	}
+}
