@@ -17,8 +17,8 @@ func TestFindNeutronVRRPTakesOnlyNeutronsProcessesOfThisNode(t *testing.T) {
 		"101": {"keepalived", "-P", "-f", ha + "/r1/keepalived.conf", "-p", ha + "/r1.pid.keepalived", "-r", ha + "/r1.pid.keepalived-vrrp"},
 		"102": {"/usr/bin/python3", "/usr/bin/neutron-keepalived-state-change", "--router_id=r1", "--conf_dir=" + ha + "/r1", "--monitor_interface=ha-1"},
 		"103": {"keepalived", "-f", ha + "/r2/keepalived.conf", "-p", ha + "/r2/keepalived.pid", "-r", ha + "/r2/keepalived-vrrp.pid"}, // l3ha's driver
-		"104": {"keepalived", "-f", "/other/ha_confs/r3/keepalived.conf", "-p", "/other/ha_confs/r3.pid.keepalived"},          // another node's
-		"105": {"sleep", "-p", ha + "/r4.pid.keepalived"},                                                                      // not keepalived
+		"104": {"keepalived", "-f", "/other/ha_confs/r3/keepalived.conf", "-p", "/other/ha_confs/r3.pid.keepalived"},                   // another node's
+		"105": {"sleep", "-p", ha + "/r4.pid.keepalived"},                                                                              // not keepalived
 	} {
 		dir := filepath.Join(proc, pid)
 		if err := os.Mkdir(dir, 0o755); err != nil {

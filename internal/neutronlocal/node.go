@@ -44,10 +44,10 @@ type Node struct {
 
 	neutronConf, l3Conf, lbConf string
 
-	mu      sync.Mutex
-	relay   *relay
-	lb      *proc
-	l3      *proc
+	mu    sync.Mutex
+	relay *relay
+	lb    *proc
+	l3    *proc
 	// mnt holds the mount namespace the node's L3 agents run in (a tmpfs
 	// of their own on /run/netns): it outlives an L3 agent's restart, as a
 	// real node's router namespaces do, and dies with the node.
