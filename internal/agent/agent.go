@@ -41,6 +41,10 @@ type Config struct {
 	// written to <StateDir>/ha_confs/<router_id>/state ("master" or "backup",
 	// as Neutron does). Empty: no files are written.
 	StateDir string
+	// StateFileMaster is the word a state file holds for a master:
+	// "master" (the default, what Neutron wrote until Yoga) or "primary"
+	// (Neutron's word since Zed, which `l3ha neutron-l3-agent` writes).
+	StateFileMaster string
 	// AgentMode is legacy (default), dvr_snat or dvr.
 	AgentMode string
 	// LocalIP is the node's VXLAN underlay address, sent as the "local_ip"
@@ -204,6 +208,9 @@ func (c *Config) setDefaults() error {
 		if *d == 0 {
 			*d = v
 		}
+	}
+	if c.StateFileMaster == "" {
+		c.StateFileMaster = "master"
 	}
 	def(&c.ReportBatchDelay, DefaultReportBatchDelay)
 	def(&c.ReassertInterval, DefaultReassertInterval)

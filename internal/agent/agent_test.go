@@ -463,7 +463,7 @@ func TestApplyFailureRetried(t *testing.T) {
 func TestStateFiles(t *testing.T) {
 	dir := t.TempDir()
 	// A leftover of a router that is gone.
-	if err := writeStateFile(dir, "old", agentapi.HAActive); err != nil {
+	if err := writeStateFile(dir, "old", agentapi.HAActive, "master"); err != nil {
 		t.Fatal(err)
 	}
 	synctest.Test(t, func(t *testing.T) {

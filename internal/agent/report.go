@@ -299,7 +299,7 @@ func (r *reporter) syncFiles(s *streak) {
 		if state == "" {
 			err = removeStateFile(dir, id)
 		} else {
-			err = writeStateFile(dir, id, state)
+			err = writeStateFile(dir, id, state, r.a.cfg.StateFileMaster)
 		}
 		if err != nil {
 			errs = append(errs, err)
@@ -337,18 +337,20 @@ func validRouterID(id string) bool {
 	return id != "" && id != "." && id != ".." && !strings.ContainsAny(id, "/\\\x00")
 }
 
-// fileState is what a state file holds for an HA state.
-func fileState(state string) string {
+// fileState is what a state file holds for an HA state: master (or the
+// word of Config.StateFileMaster) or backup.
+func fileState(state, masterWord string) string {
 	switch state {
 	case agentapi.HAActive:
-		return "master"
+		return masterWord
 	case agentapi.HAStandby:
 		return "backup"
 	}
 	return state
 }
 
-func writeStateFile(dir, id, state string) error {
+// writeStateFile writes state to id's state file, a master as masterWord.
+func writeStateFile(dir, id, state, masterWord string) error {
 	if !validRouterID(id) {
 		return fmt.Errorf("router id %q is not a file name", id)
 	}
@@ -360,7 +362,7 @@ func writeStateFile(dir, id, state string) error {
 	if err != nil {
 		return err
 	}
-	_, werr := tmp.WriteString(fileState(state) + "\n")
+	_, werr := tmp.WriteString(fileState(state, masterWord) + "\n")
 	cerr := tmp.Close()
 	if err := errors.Join(werr, cerr); err != nil {
 		os.Remove(tmp.Name())

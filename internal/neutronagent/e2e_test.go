@@ -2,11 +2,13 @@ package neutronagent_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -165,6 +167,7 @@ func TestMixedHARouterFailsOverBothWays(t *testing.T) {
 		return len(states) == 2 && len(neutronlocal.ActiveHosts(states)) == 1, err
 	})
 	t.Logf("router %s: %v", rid, states)
+	checkOpenstackAgentList(ctx, t, n, rid, neutronlocal.ActiveHosts(states)[0])
 
 	vm, err := n.AddInstance(ctx, neutronlocal.InstanceOptions{Name: "vm1", NetworkID: nw.Network.ID})
 	if err != nil {
@@ -359,6 +362,16 @@ func TestL3haOnBothNodesSubSecondAndRestarts(t *testing.T) {
 	})
 	master := neutronlocal.ActiveHosts(states)[0]
 	backup := map[string]string{"net1": "net2", "net2": "net1"}[master]
+	// Neutron's state files, in Zed's words.
+	for host, want := range map[string]string{master: "primary\n", backup: "backup\n"} {
+		waitFor(ctx, t, 30*time.Second, host+"'s state file", func() (bool, error) {
+			b, err := os.ReadFile(filepath.Join(nodes[host].HAConfsPath(), rid, "state"))
+			if err != nil || string(b) != want {
+				return false, fmt.Errorf("ha_confs/%s/state = %q (%v), want %q", rid, b, err, want)
+			}
+			return true, nil
+		})
+	}
 	vm, err := n.AddInstance(ctx, neutronlocal.InstanceOptions{Name: "vm1", NetworkID: nw.Network.ID})
 	if err != nil {
 		t.Fatal(err)
@@ -624,4 +637,41 @@ func isZombieProc(pid int) bool {
 	}
 	i := strings.LastIndexByte(string(b), ')')
 	return i > 0 && i+2 < len(b) && b[i+2] == 'Z'
+}
+
+// checkOpenstackAgentList runs Debian's openstack client against the
+// server: `network agent list --router R --long` lists both L3 agents with
+// master the one active.
+func checkOpenstackAgentList(ctx context.Context, t *testing.T, n *neutronlocal.Neutron, routerID, master string) {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, "openstack", "--os-auth-type", "none", "--os-endpoint", n.URL(),
+		"network", "agent", "list", "--router", routerID, "--long", "-f", "json")
+	// Debian's /usr/bin/openstack, without pyenv's Python or OS_* settings.
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "PYTHON") && !strings.HasPrefix(kv, "OS_") && !strings.HasPrefix(kv, "PATH=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, "PATH=/usr/sbin:/usr/bin:/sbin:/bin")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("openstack network agent list --router: %v\n%s", err, out)
+	}
+	var rows []map[string]any
+	if err := json.Unmarshal(out, &rows); err != nil {
+		t.Fatalf("openstack output %s: %v", out, err)
+	}
+	t.Logf("openstack network agent list --router %s --long: %s", routerID, out)
+	actives := 0
+	for _, row := range rows {
+		if row["HA State"] == "active" {
+			actives++
+			if row["Host"] != master {
+				t.Errorf("openstack: active on %v, the API said %s", row["Host"], master)
+			}
+		}
+	}
+	if len(rows) != 2 || actives != 1 {
+		t.Errorf("openstack: %d agents, %d active; want 2 and 1", len(rows), actives)
+	}
 }

@@ -108,7 +108,7 @@ func Run(ctx context.Context, cfg *Config, dp agent.Dataplane, reg prometheus.Re
 	}()
 	log.Info("serving neutron-server as its L3 agent", "host", cfg.Host, "queues", rpcServer.Queues())
 	return agent.Run(ctx, agent.Config{
-		Host: cfg.Host, Server: srv, StateDir: filepath.Dir(cfg.HAConfsPath), AgentMode: agentapi.ModeLegacy,
+		Host: cfg.Host, Server: srv, StateDir: filepath.Dir(cfg.HAConfsPath), StateFileMaster: "primary", AgentMode: agentapi.ModeLegacy,
 		HeartbeatInterval: cfg.ReportInterval, RequestTimeout: cfg.RPCTimeout, Metrics: reg,
 	}, reportingDataplane{Dataplane: dp, srv: srv}, log)
 }

@@ -164,6 +164,8 @@ func (s *Server) agentStateLocked() map[string]any {
 func (s *Server) WaitState(ctx context.Context, host, etag string, wait time.Duration) (*agentapi.DesiredState, bool, error) {
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
+	recheck := time.NewTicker(pendingRecheck)
+	defer recheck.Stop()
 	for {
 		if err := s.sync(ctx); err != nil {
 			return nil, false, err
@@ -174,12 +176,33 @@ func (s *Server) WaitState(ctx context.Context, host, etag string, wait time.Dur
 		}
 		select {
 		case <-s.wake:
+		case <-recheck.C:
+			// The cast that says an HA port is bound may have been lost
+			// (RabbitMQ or neutron-server restarting): ask again.
+			s.markDirty(s.pendingRouters()...)
 		case <-timer.C:
 			return nil, false, nil
 		case <-ctx.Done():
 			return nil, false, ctx.Err()
 		}
 	}
+}
+
+// pendingRecheck is how often routers whose VRRP waits for its HA port are
+// synced again although no cast said so.
+const pendingRecheck = 5 * time.Second
+
+// pendingRouters are the HA routers whose HA port is not bound yet.
+func (s *Server) pendingRouters() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ids []string
+	for id, r := range s.routers {
+		if r.Spec.HA && !r.HAPortActive {
+			ids = append(ids, id)
+		}
+	}
+	return ids
 }
 
 // sync asks neutron-server for the routers marked dirty (all of them after

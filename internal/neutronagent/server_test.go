@@ -281,3 +281,24 @@ func TestCastDuringSyncIsNotLost(t *testing.T) {
 	}
 	t.Fatal("the cast that came during the sync was lost: the router still waits for its HA port")
 }
+
+// A router whose VRRP waits for its HA port is synced again every
+// pendingRecheck even when no cast comes (it may have been lost).
+func TestPendingRouterIsRecheckedWithoutACast(t *testing.T) {
+	fn := &fakeNeutron{routers: fixtureRouters(t), status: "alive"}
+	up := fn.routers[goodRouter]
+	fn.routers[goodRouter] = json.RawMessage(strings.Replace(string(up), `"device_owner": "network:router_ha_interface", "status": "ACTIVE"`, `"device_owner": "network:router_ha_interface", "status": "DOWN"`, 1))
+	s := NewServer(testConfig(), fn, nil)
+	ctx := context.Background()
+	st, _, err := s.WaitState(ctx, "net2", "", time.Second)
+	if err != nil || !st.Routers[0].HAPending {
+		t.Fatalf("first state: %v %+v", err, st.Routers)
+	}
+	fn.mu.Lock()
+	fn.routers[goodRouter] = up // bound; the cast saying so is lost
+	fn.mu.Unlock()
+	st2, changed, err := s.WaitState(ctx, "net2", st.ETag, 3*pendingRecheck)
+	if err != nil || !changed || st2.Routers[0].HAPending {
+		t.Fatalf("after %v: changed %v err %v routers %+v", 3*pendingRecheck, changed, err, st2.Routers)
+	}
+}
