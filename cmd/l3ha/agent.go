@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,15 +10,11 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
-	"os/signal"
 	"strings"
-	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/l3ha/l3ha/internal/agent"
@@ -166,36 +161,14 @@ func runAgentCommand(cmd *cobra.Command, o *agentOptions) error {
 	}
 	cmd.SilenceUsage = true // from here on, errors are not about usage
 
-	parent := cmd.Context()
-	if parent == nil {
-		parent = context.Background()
-	}
-	// SIGTERM/SIGINT stop the agent gracefully: its masters resign so the
-	// backups take over at once. SIGUSR2 exits for a restart or upgrade: VRRP
-	// keeps running and the next agent adopts it without a transition.
-	ctx, cancel := context.WithCancel(parent)
-	defer cancel()
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGUSR2)
-	defer signal.Stop(sigs)
-	var stopForRestart atomic.Bool
-	go func() {
-		select {
-		case sig := <-sigs:
-			stopForRestart.Store(sig == syscall.SIGUSR2)
-			logger.Info("stopping l3ha agent", "signal", sig.String(), "resign_masters", sig != syscall.SIGUSR2)
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+	ctx, stopForRestart, stopSignals := agentSignals(cmd.Context(), logger, "l3ha agent")
+	defer stopSignals()
 	if o.metrics != "" {
-		ln, err := net.Listen("tcp", o.metrics)
+		closeMetrics, err := serveMetrics(o.metrics, "--metrics-bind", reg)
 		if err != nil {
-			return fmt.Errorf("--metrics-bind: %w", err)
+			return err
 		}
-		ms := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
-		go func() { _ = ms.Serve(ln) }()
-		defer ms.Close()
+		defer closeMetrics()
 	}
 	if o.pprof != "" {
 		ln, err := net.Listen("tcp", o.pprof)
@@ -223,17 +196,7 @@ func runAgentCommand(cmd *cobra.Command, o *agentOptions) error {
 		LocalIP:    o.localIP,
 		Metrics:    reg,
 	}, dp, logger)
-	if s, ok := dp.(interface {
-		Stop(context.Context, bool) error
-	}); ok {
-		sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer scancel()
-		if serr := s.Stop(sctx, !stopForRestart.Load()); serr != nil {
-			logger.Error("stopping the data plane", "err", serr)
-			err = errors.Join(err, serr)
-		}
-	}
-	return err
+	return stopDataplane(dp, stopForRestart, logger, err)
 }
 
 // agentToken picks the token from --agent-token or --agent-token-file (or

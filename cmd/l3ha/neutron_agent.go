@@ -1,21 +1,10 @@
 package main
 
 import (
-	"context"
-	"errors"
-	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
-	"os"
-	"os/signal"
-	"sync/atomic"
-	"syscall"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/l3ha/l3ha/internal/neutronagent"
@@ -55,49 +44,18 @@ with neutron-l3-agent + keepalived and on a node with l3ha at once.`,
 		if err != nil {
 			return err
 		}
-		parent := cmd.Context()
-		if parent == nil {
-			parent = context.Background()
-		}
-		ctx, cancel := context.WithCancel(parent)
-		defer cancel()
-		// As `l3ha agent`: SIGTERM/SIGINT resign the masters, SIGUSR2 exits
-		// for a restart that keeps VRRP running.
-		sigs := make(chan os.Signal, 1)
-		signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGUSR2)
-		defer signal.Stop(sigs)
-		var forRestart atomic.Bool
-		go func() {
-			select {
-			case sig := <-sigs:
-				forRestart.Store(sig == syscall.SIGUSR2)
-				logger.Info("stopping l3ha neutron-l3-agent", "signal", sig.String(), "resign_masters", sig != syscall.SIGUSR2)
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
+		ctx, forRestart, stopSignals := agentSignals(cmd.Context(), logger, "l3ha neutron-l3-agent")
+		defer stopSignals()
 		if cfg.MetricsBind != "" {
-			ln, err := net.Listen("tcp", cfg.MetricsBind)
+			closeMetrics, err := serveMetrics(cfg.MetricsBind, "[l3ha] metrics_bind", reg)
 			if err != nil {
-				return fmt.Errorf("[l3ha] metrics_bind: %w", err)
+				return err
 			}
-			ms := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
-			go func() { _ = ms.Serve(ln) }()
-			defer ms.Close()
+			defer closeMetrics()
 		}
 		logger.Info("starting l3ha neutron-l3-agent", "host", cfg.Host, "ha_driver", cfg.HADriver, "advert_int", cfg.L3HAAdvertInt, "vrrp_version", cfg.L3HAVersion, "state_path", cfg.StatePath)
 		err = neutronagent.Run(ctx, cfg, dp, reg, logger)
-		if s, ok := dp.(interface {
-			Stop(context.Context, bool) error
-		}); ok {
-			sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer scancel()
-			if serr := s.Stop(sctx, !forRestart.Load()); serr != nil {
-				logger.Error("stopping the data plane", "err", serr)
-				err = errors.Join(err, serr)
-			}
-		}
-		return err
+		return stopDataplane(dp, forRestart, logger, err)
 	}
 	return cmd
 }
