@@ -40,9 +40,12 @@ type agentOptions struct {
 	haDriver  string
 	advertInt float64
 	vrrpVer   int
-	password  string
-	metrics   string
-	pprof     string
+	// pace: VRRPv2 adverts this often between l3ha nodes (native driver;
+	// `l3ha neutron-l3-agent`'s [l3ha] advert_int); not a flag.
+	pace     time.Duration
+	password string
+	metrics  string
+	pprof    string
 	// externalL2: the node's bridges belong to another L2 agent (Neutron's
 	// linuxbridge agent under `l3ha neutron-l3-agent`); not a flag.
 	externalL2 bool
@@ -286,7 +289,7 @@ func linuxDataplane(o *agentOptions, reg prometheus.Registerer, logger *slog.Log
 		return dataplane.New(cfg, d), nil
 	case "native":
 		d, err := dataplane.NewNativeDriver(dataplane.NativeOptions{
-			StateDir: o.stateDir, Version: version, AdvertInt: advert, Password: o.password, Logger: logger,
+			StateDir: o.stateDir, Version: version, AdvertInt: advert, Password: o.password, Pace: o.pace, Logger: logger,
 			Registerer: reg,
 		})
 		if err != nil {

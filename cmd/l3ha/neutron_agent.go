@@ -38,7 +38,7 @@ with neutron-l3-agent + keepalived and on a node with l3ha at once.`,
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		dp, err := linuxDataplane(&agentOptions{
-			stateDir: cfg.StatePath, haDriver: cfg.HADriver, advertInt: cfg.L3HAAdvertInt.Seconds(), vrrpVer: cfg.L3HAVersion,
+			stateDir: cfg.StatePath, haDriver: cfg.HADriver, advertInt: cfg.L3HAAdvertInt.Seconds(), vrrpVer: cfg.L3HAVersion, pace: cfg.Pace,
 			password: cfg.AuthPassword, externalL2: true,
 		}, reg, logger)
 		if err != nil {
@@ -53,7 +53,7 @@ with neutron-l3-agent + keepalived and on a node with l3ha at once.`,
 			}
 			defer closeMetrics()
 		}
-		logger.Info("starting l3ha neutron-l3-agent", "host", cfg.Host, "ha_driver", cfg.HADriver, "advert_int", cfg.L3HAAdvertInt, "vrrp_version", cfg.L3HAVersion, "state_path", cfg.StatePath)
+		logger.Info("starting l3ha neutron-l3-agent", "host", cfg.Host, "ha_driver", cfg.HADriver, "advert_int", cfg.L3HAAdvertInt, "vrrp_version", cfg.L3HAVersion, "pace", cfg.Pace, "state_path", cfg.StatePath)
 		err = neutronagent.Run(ctx, cfg, dp, reg, logger)
 		return stopDataplane(dp, forRestart, logger, err)
 	}

@@ -26,6 +26,9 @@ type NativeOptions struct {
 	Version   int
 	AdvertInt time.Duration
 	Password  string
+	// Pace, with v2, is the advert interval between l3ha nodes
+	// (vrrp.Config.Pace); 0: none.
+	Pace time.Duration
 	// Priority is 1..254, 0 meaning 50 as Neutron.
 	Priority int
 	// GARPDelay is garp_master_delay (0: 60s as Neutron; negative: none).
@@ -52,6 +55,7 @@ func NewNativeDriver(o NativeOptions) (*NativeDriver, error) {
 		Version:        o.Version,
 		AdvertInterval: o.AdvertInt,
 		Password:       o.Password,
+		Pace:           o.Pace,
 		Priority:       uint8(o.Priority),
 		GARPDelay:      o.GARPDelay,
 		StateDir:       o.StateDir,

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -39,8 +40,8 @@ var Options = []config.Option{
 	{Section: "agent", Name: "report_interval", Flag: "report-interval", Default: "30", Usage: "seconds between state reports to neutron-server"},
 	{Section: "agent", Name: "availability_zone", Flag: "availability-zone", Default: "nova", Usage: "availability zone the agent reports"},
 	{Section: "l3ha", Name: "ha_driver", Flag: "ha-driver", Default: "native", Usage: "native (l3ha's VRRP engine) or keepalived (one keepalived per router)"},
-	{Section: "l3ha", Name: "vrrp_version", Flag: "vrrp-version", Default: "", Usage: "VRRP version with advert_int: 3 (default when advert_int is fractional) or 2"},
-	{Section: "l3ha", Name: "advert_int", Flag: "advert-int", Default: "", Usage: "l3ha's own VRRP advertisement interval for every router of this node, e.g. 0.2 (VRRPv3); set it on every node once no node of these routers runs neutron-l3-agent any more — keepalived would not talk to it (default: ha_vrrp_advert_int, VRRPv2)"},
+	{Section: "l3ha", Name: "vrrp_version", Flag: "vrrp-version", Default: "2", Usage: "2: Neutron's VRRPv2 at ha_vrrp_advert_int, paced at advert_int between l3ha nodes (works beside keepalived); 3: VRRPv3 at advert_int for every router of the node (only once no node of these routers runs neutron-l3-agent)"},
+	{Section: "l3ha", Name: "advert_int", Flag: "advert-int", Default: "", Usage: "l3ha's own advert interval in seconds: with vrrp_version 2 and the native driver the pace between l3ha nodes (default 0.2; 0: none), with 3 the VRRPv3 interval (default 0.2)"},
 	{Section: "l3ha", Name: "metrics_bind", Flag: "metrics-bind", Usage: "address to serve Prometheus metrics on, e.g. 127.0.0.1:9697; empty: off"},
 }
 
@@ -54,10 +55,13 @@ type Config struct {
 	// VRRP as Neutron's keepalived runs it.
 	AuthPassword string
 	AdvertInt    time.Duration
-	// VRRP as every router of the node runs it: Neutron's (VRRPv2 at
-	// AdvertInt) unless [l3ha] advert_int says otherwise.
+	// VRRP as every router of the node runs it: Neutron's VRRPv2 at
+	// AdvertInt, with Pace (native driver) the interval between l3ha nodes
+	// (vrrp.Config.Pace); or with [l3ha] vrrp_version = 3, VRRPv3 at
+	// [l3ha] advert_int.
 	L3HAVersion   int
 	L3HAAdvertInt time.Duration
+	Pace          time.Duration
 
 	ControlExchange    string
 	RPCTimeout         time.Duration
@@ -102,16 +106,14 @@ func Load(set *config.Set, log *slog.Logger) (*Config, error) {
 	c.RPCTimeout = v.Seconds("default.rpc_response_timeout")
 	c.HandleInternalOnly = v.Bool("default.handle_internal_only_routers")
 	c.ReportInterval = v.Seconds("agent.report_interval")
-	c.L3HAVersion, c.L3HAAdvertInt = 2, c.AdvertInt
-	if v.String("l3ha.advert_int") != "" {
-		c.L3HAAdvertInt = v.Seconds("l3ha.advert_int")
-		c.L3HAVersion = 3
-		if c.L3HAAdvertInt%time.Second == 0 {
-			c.L3HAVersion = 2
+	c.L3HAVersion = v.Int("l3ha.vrrp_version", 2)
+	l3haInt, l3haIntSet := defaultL3HAInterval, v.String("l3ha.advert_int") != ""
+	if l3haIntSet {
+		if f, err := strconv.ParseFloat(v.String("l3ha.advert_int"), 64); err == nil && f == 0 {
+			l3haInt = 0 // no pace
+		} else {
+			l3haInt = v.Seconds("l3ha.advert_int")
 		}
-	}
-	if v.String("l3ha.vrrp_version") != "" {
-		c.L3HAVersion = v.Int("l3ha.vrrp_version", 2)
 	}
 	if err := v.Err(); err != nil {
 		return nil, err
@@ -152,13 +154,8 @@ func Load(set *config.Set, log *slog.Logger) (*Config, error) {
 	default:
 		return nil, fmt.Errorf("invalid configuration: [l3ha] ha_driver %q (want native or keepalived)", c.HADriver)
 	}
-	switch {
-	case c.L3HAVersion != 2 && c.L3HAVersion != 3:
-		return nil, fmt.Errorf("invalid configuration: [l3ha] vrrp_version %d (want 2 or 3)", c.L3HAVersion)
-	case c.L3HAVersion == 2 && c.L3HAAdvertInt%time.Second != 0:
-		return nil, fmt.Errorf("invalid configuration: [l3ha] advert_int %s needs vrrp_version = 3 (VRRPv2 counts whole seconds)", c.L3HAAdvertInt)
-	case c.L3HAAdvertInt < 10*time.Millisecond || c.L3HAAdvertInt > 40950*time.Millisecond:
-		return nil, fmt.Errorf("invalid configuration: [l3ha] advert_int %s (VRRPv3: 0.01 to 40.95 s)", c.L3HAAdvertInt)
+	if err := c.resolveVRRP(l3haInt, l3haIntSet); err != nil {
+		return nil, err
 	}
 	if c.ReportInterval <= 0 {
 		return nil, fmt.Errorf("invalid configuration: [agent] report_interval %s: l3ha always reports its state", c.ReportInterval)
@@ -168,6 +165,45 @@ func Load(set *config.Set, log *slog.Logger) (*Config, error) {
 		return nil, fmt.Errorf("invalid configuration: ha_confs_path %q is not absolute", c.HAConfsPath)
 	}
 	return c, nil
+}
+
+// defaultL3HAInterval is [l3ha] advert_int's default, the native driver's
+// interval under l3ha's own server: 3 × 0.2 s + skew ≈ 0.76 s to fail over.
+const defaultL3HAInterval = 200 * time.Millisecond
+
+// resolveVRRP sets how the node's routers run VRRP from [l3ha] vrrp_version
+// and advert_int (iv; set says whether the file gave it).
+func (c *Config) resolveVRRP(iv time.Duration, set bool) error {
+	switch c.L3HAVersion {
+	case 3:
+		c.L3HAAdvertInt = iv
+		if iv < 10*time.Millisecond || iv > 40950*time.Millisecond || iv%(10*time.Millisecond) != 0 {
+			return fmt.Errorf("invalid configuration: [l3ha] advert_int %s (VRRPv3: whole centiseconds, 0.01 to 40.95 s)", iv)
+		}
+		return nil
+	case 2:
+	default:
+		return fmt.Errorf("invalid configuration: [l3ha] vrrp_version %d (want 2 or 3)", c.L3HAVersion)
+	}
+	// VRRPv2: the packets are Neutron's, only the pace is l3ha's.
+	c.L3HAAdvertInt = c.AdvertInt
+	if c.AdvertInt < time.Second || c.AdvertInt > 254*time.Second {
+		return fmt.Errorf("invalid configuration: ha_vrrp_advert_int %d (whole seconds, 1 to 254)", c.AdvertInt/time.Second)
+	}
+	if c.HADriver == "keepalived" {
+		if set && iv != 0 {
+			return fmt.Errorf("invalid configuration: [l3ha] advert_int %s with vrrp_version 2 is the native driver's pace; keepalived advertises every ha_vrrp_advert_int", iv)
+		}
+		return nil
+	}
+	switch {
+	case iv == 0:
+	case iv < 10*time.Millisecond || iv > c.AdvertInt/2:
+		return fmt.Errorf("invalid configuration: [l3ha] advert_int %s: the pace must be 0.01 s to half of ha_vrrp_advert_int (%s), or 0 for none", iv, c.AdvertInt/2)
+	default:
+		c.Pace = iv
+	}
+	return nil
 }
 
 // interpolate replaces $name and ${name} as oslo.config does, for the

@@ -65,7 +65,7 @@ func TestNeutronConfigFilesConfigureTheAgent(t *testing.T) {
 	want := Config{
 		TransportURL: "rabbit://guest:guest@127.0.0.1:5672/", Host: "net2", StatePath: "/var/lib/neutron",
 		InterfaceDriver: "linuxbridge", HAConfsPath: "/var/lib/neutron/ha_confs", AuthPassword: "s3cret",
-		AdvertInt: 2 * time.Second, L3HAVersion: 2, L3HAAdvertInt: 2 * time.Second,
+		AdvertInt: 2 * time.Second, L3HAVersion: 2, L3HAAdvertInt: 2 * time.Second, Pace: 200 * time.Millisecond,
 		ControlExchange: "neutron", RPCTimeout: 60 * time.Second, HandleInternalOnly: true,
 		ReportInterval: 5 * time.Second, AvailabilityZone: "nova", HADriver: "native",
 	}
@@ -74,15 +74,33 @@ func TestNeutronConfigFilesConfigureTheAgent(t *testing.T) {
 	}
 }
 
-// [l3ha] advert_int switches every router of the node to l3ha's interval,
-// VRRPv3 when it is fractional.
-func TestL3haAdvertIntIsVRRPv3WhenFractional(t *testing.T) {
-	c, err := load(t, [2]string{"neutron.conf", neutronConf}, [2]string{"l3_agent.ini", l3AgentIni + "advert_int = 0.2\n"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.L3HAVersion != 3 || c.L3HAAdvertInt != 200*time.Millisecond || c.AdvertInt != 2*time.Second {
-		t.Errorf("version %d interval %v (Neutron's %v)", c.L3HAVersion, c.L3HAAdvertInt, c.AdvertInt)
+// How the node's routers run VRRP: Neutron's VRRPv2 packets paced at
+// [l3ha] advert_int by default (native driver), VRRPv3 at advert_int when
+// asked for.
+func TestL3haVRRPSettings(t *testing.T) {
+	for _, tc := range []struct {
+		name, l3ha string
+		version    int
+		interval   time.Duration
+		pace       time.Duration
+	}{
+		{"default: paced at 0.2 s", "", 2, 2 * time.Second, 200 * time.Millisecond},
+		{"another pace", "advert_int = 0.5\n", 2, 2 * time.Second, 500 * time.Millisecond},
+		{"no pace", "advert_int = 0\n", 2, 2 * time.Second, 0},
+		{"VRRPv3", "vrrp_version = 3\nadvert_int = 0.1\n", 3, 100 * time.Millisecond, 0},
+		{"VRRPv3 default interval", "vrrp_version = 3\n", 3, 200 * time.Millisecond, 0},
+		{"keepalived: Neutron's", "ha_driver = keepalived\n", 2, 2 * time.Second, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ini := strings.Replace(l3AgentIni, "ha_driver = native\n", "", 1) + tc.l3ha
+			c, err := load(t, [2]string{"neutron.conf", neutronConf}, [2]string{"l3_agent.ini", ini})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.L3HAVersion != tc.version || c.L3HAAdvertInt != tc.interval || c.Pace != tc.pace {
+				t.Errorf("VRRPv%d at %v, pace %v; want VRRPv%d at %v, pace %v", c.L3HAVersion, c.L3HAAdvertInt, c.Pace, tc.version, tc.interval, tc.pace)
+			}
+		})
 	}
 }
 
@@ -95,8 +113,12 @@ func TestBadNeutronConfigIsAClearError(t *testing.T) {
 		{"unknown driver", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = macvtap\n", `interface_driver "macvtap"`},
 		{"AH auth", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\nha_vrrp_auth_type = AH\n", "PASS"},
 		{"long password", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\nha_vrrp_auth_password = 123456789\n", "8 characters"},
-		{"fractional v2 advert", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\n[l3ha]\nvrrp_version = 2\nadvert_int = 0.5\n", "needs vrrp_version = 3"},
-		{"advert too short", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\n[l3ha]\nadvert_int = 0.001\n", "0.01 to 40.95"},
+		{"pace too long", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\n[l3ha]\nadvert_int = 1.5\n", "half of ha_vrrp_advert_int"},
+		{"pace too short", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\n[l3ha]\nadvert_int = 0.001\n", "0.01 s to half"},
+		{"pace with keepalived", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\n[l3ha]\nha_driver = keepalived\nadvert_int = 0.2\n", "native driver's pace"},
+		{"v3 advert too short", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\n[l3ha]\nvrrp_version = 3\nadvert_int = 0.001\n", "0.01 to 40.95"},
+		{"v4", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\n[l3ha]\nvrrp_version = 4\n", "vrrp_version 4"},
+		{"Neutron advert 0", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\nha_vrrp_advert_int = 0\n", "ha_vrrp_advert_int"},
 		{"advert not a number", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\nha_vrrp_advert_int = fast\n", "ha_vrrp_advert_int"},
 		{"bad ha_driver", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\n[l3ha]\nha_driver = vrrpd\n", `ha_driver "vrrpd"`},
 		{"malformed file", "[DEFAULT\ntransport_url = rabbit://h/\n", "reading config file"},

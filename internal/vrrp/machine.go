@@ -79,6 +79,19 @@ type Config struct {
 	// seconds from 1s to 255s.
 	AdvertInterval time.Duration
 
+	// Pace, in v2 only, is a shorter advert interval for groups whose other
+	// members are l3ha too (zero: none). The master advertises every Pace;
+	// its adverts still say AdvertInterval, so keepalived peers accept them
+	// as usual. A backup whose master keeps that pace (its adverts arrive at
+	// most paceGap apart) times it out after 3*Pace + skew instead of the
+	// RFC's 3*AdvertInterval + 1 s; a master that advertises every
+	// AdvertInterval, as keepalived does, is timed out as RFC 3768 says. It
+	// is how a v3 backup learns the master's interval (RFC 5798 §6.4.2),
+	// from the arrival of the adverts instead of a field v2 does not have.
+	// An advert that says a longer interval than ours breaks the pace: a
+	// master about to restart sends one (see PaceBreakInterval).
+	Pace time.Duration
+
 	// Preempt lets a backup take over from a live master of lower priority
 	// (RFC Preempt_Mode). False is keepalived's nopreempt, which Neutron
 	// uses: once elected, a master stays until it fails or resigns.
@@ -149,10 +162,19 @@ func (c *Config) validate() error {
 		if c.Password != "" {
 			return errors.New("vrrp: v3 has no authentication (RFC 5798 §9)")
 		}
+		if c.Pace != 0 {
+			return errors.New("vrrp: pace is for v2; v3 advertises its interval")
+		}
 		return nil
 	}
 	if iv < time.Second || iv > 255*time.Second || iv%time.Second != 0 {
 		return fmt.Errorf("vrrp: v2 advert interval %v, want whole seconds in [1s, 255s]", iv)
+	}
+	if c.Pace != 0 && iv == 255*time.Second {
+		return errors.New("vrrp: pace needs an advert interval below 255s (its restart advert says one more)")
+	}
+	if c.Pace != 0 && (c.Pace < 10*time.Millisecond || c.Pace > iv/2) {
+		return fmt.Errorf("vrrp: pace %v, want 10ms to half the advert interval (%v)", c.Pace, iv/2)
 	}
 	return nil
 }
@@ -237,7 +259,12 @@ type Machine struct {
 
 	master         netip.Addr
 	masterPriority uint8
-	drops          map[Reason]uint64 // allocated on the first drop
+	// paced is true while the current master keeps cfg.Pace; lastFrom and
+	// lastAt are the source and arrival of the last advert accepted.
+	paced    bool
+	lastFrom netip.Addr
+	lastAt   time.Time
+	drops    map[Reason]uint64 // allocated on the first drop
 }
 
 // New returns a machine in Initialize; call Start to run it. It keeps cfg,
@@ -302,7 +329,7 @@ func (m *Machine) Start(now time.Time, mode StartMode) []Action {
 	switch {
 	case mode == StartMaster:
 		m.state = Master
-		m.advertAt = now.Add(m.cfg.AdvertInterval)
+		m.advertAt = now.Add(m.sendInterval())
 		m.garpAt = time.Time{}
 		return []Action{m.advert(m.cfg.Priority), StateChanged{Initialize, Master, CauseAdopted}}
 	case mode == StartInit && m.cfg.Priority == PriorityOwner:
@@ -332,7 +359,7 @@ func (m *Machine) Tick(now time.Time) []Action {
 		}
 		// §6.4.3: "If the Adver_Timer fires" → send an advert and reset it.
 		if !now.Before(m.advertAt) {
-			m.advertAt = now.Add(m.cfg.AdvertInterval)
+			m.advertAt = now.Add(m.sendInterval())
 			acts = append(acts, m.advert(m.cfg.Priority))
 		}
 		return acts
@@ -431,11 +458,13 @@ func (m *Machine) check(src netip.Addr, ttl uint8, p *Packet) *DropError {
 			return drop(ReasonAuthTypeMismatch, "auth type %d, ours %d", p.AuthType, want)
 		case want == AuthPassword && !p.PasswordMatches(m.auth):
 			return drop(ReasonAuthMismatch, "bad password from %v", src)
-		case p.Interval() != c.AdvertInterval:
+		case p.Interval() != c.AdvertInterval && (c.Pace == 0 || p.Interval() < c.AdvertInterval):
 			// RFC 3768 §7.1: "MUST verify that the Adver Interval in the
 			// packet is the same as the locally configured": v2 cannot
 			// learn the master's interval, so a mismatch would make a
-			// backup time out on a live master.
+			// backup time out on a live master. A paced router accepts a
+			// longer one, which only makes it wait longer: it breaks the
+			// pace.
 			return drop(ReasonIntervalMismatch, "interval %v, ours %v", p.Interval(), c.AdvertInterval)
 		}
 	} else if p.MaxAdvertInterval == 0 {
@@ -493,8 +522,11 @@ func (m *Machine) backupReceive(now time.Time, src netip.Addr, p Packet) []Actio
 		m.downCause = CausePreempt
 		return nil
 	}
-	if m.cfg.Version == 3 {
+	switch {
+	case m.cfg.Version == 3:
 		m.masterAdverInterval = p.Interval()
+	case m.cfg.Pace != 0:
+		m.masterAdverInterval = m.learnPace(now, src, p)
 	}
 	m.masterDownAt = now.Add(m.masterDownInterval())
 	m.downCause = CauseMasterDown
@@ -509,7 +541,7 @@ func (m *Machine) masterReceive(now time.Time, src netip.Addr, p Packet) []Actio
 		// Another router resigned while we are master (say, after a split
 		// brain): reassert at once so that backups that just armed their
 		// skew timer see a master and stay.
-		m.advertAt = now.Add(m.cfg.AdvertInterval)
+		m.advertAt = now.Add(m.sendInterval())
 		return []Action{m.advert(m.cfg.Priority)}
 	case p.Priority > m.cfg.Priority || p.Priority == m.cfg.Priority && src.Compare(m.cfg.Primary) > 0:
 		// A better master: higher priority, or equal priority and a higher
@@ -533,7 +565,7 @@ func (m *Machine) masterReceive(now time.Time, src netip.Addr, p Packet) []Actio
 func (m *Machine) becomeMaster(now time.Time, cause Cause) []Action {
 	from := m.state
 	m.state = Master
-	m.advertAt = now.Add(m.cfg.AdvertInterval)
+	m.advertAt = now.Add(m.sendInterval())
 	m.garpAt = time.Time{}
 	if m.cfg.GARPDelay > 0 {
 		m.garpAt = now.Add(m.cfg.GARPDelay)
@@ -551,7 +583,7 @@ func (m *Machine) becomeMaster(now time.Time, cause Cause) []Action {
 // Master_Down_Timer. The caller reports the transition.
 func (m *Machine) becomeBackup(now time.Time, iv time.Duration) {
 	m.state = Backup
-	m.masterAdverInterval = iv
+	m.masterAdverInterval, m.paced = iv, false
 	m.masterDownAt = now.Add(m.masterDownInterval())
 	m.downCause = CauseMasterDown
 	m.advertAt, m.garpAt = time.Time{}, time.Time{}
@@ -565,7 +597,9 @@ func (m *Machine) becomeBackup(now time.Time, iv time.Duration) {
 // 10ms and only orders backups of different priority, which it preserves.
 func (m *Machine) skew() time.Duration {
 	unit := time.Second
-	if m.cfg.Version == 3 {
+	if m.cfg.Version == 3 || m.paced {
+		// A paced master's skew scales with its pace as in v3: a whole
+		// second would be most of the paced Master_Down_Interval.
 		unit = m.masterAdverInterval
 	}
 	return time.Duration(256-int64(m.cfg.Priority)) * unit / 256
@@ -576,6 +610,40 @@ func (m *Machine) skew() time.Duration {
 // in v2 is always the master's).
 func (m *Machine) masterDownInterval() time.Duration {
 	return 3*m.masterAdverInterval + m.skew()
+}
+
+// sendInterval is how often this router advertises as master.
+func (m *Machine) sendInterval() time.Duration {
+	if m.cfg.Pace != 0 {
+		return m.cfg.Pace
+	}
+	return m.cfg.AdvertInterval
+}
+
+// paceGap is the longest gap between two adverts of a master that keeps the
+// pace: one or two lost adverts, or a master late by up to two paces, still
+// count; keepalived's adverts, AdvertInterval apart, never do.
+func (m *Machine) paceGap() time.Duration { return min(3*m.cfg.Pace, m.cfg.AdvertInterval/2) }
+
+// learnPace returns the Master_Adver_Interval that an advert accepted from
+// src at now implies for a paced backup, and records it.
+func (m *Machine) learnPace(now time.Time, src netip.Addr, p Packet) time.Duration {
+	m.paced = src == m.lastFrom && !m.lastAt.IsZero() && now.Sub(m.lastAt) <= m.paceGap() &&
+		p.Interval() == m.cfg.AdvertInterval
+	m.lastFrom, m.lastAt = src, now
+	if m.paced {
+		return m.cfg.Pace
+	}
+	return m.cfg.AdvertInterval
+}
+
+// PaceBreakInterval is the Adver Int (v2) of the advert a paced master sends
+// when it stops for a restart: a longer interval than the group's, which its
+// paced backups accept and which makes them wait the RFC's
+// Master_Down_Interval for the next engine instead of three paces.
+// keepalived peers drop that one advert (interval mismatch).
+func PaceBreakInterval(advertInterval time.Duration) uint8 {
+	return uint8(advertInterval/time.Second) + 1
 }
 
 // advert builds the advert this router sends with the given priority.

@@ -58,6 +58,11 @@ type Options struct {
 	Version int
 	// AdvertInterval: v2 whole seconds, v3 whole centiseconds; 0 means 2s.
 	AdvertInterval time.Duration
+	// Pace, with v2, is l3ha's own advert interval between l3ha nodes
+	// (vrrp.Config.Pace): masters advertise this often, adverts still say
+	// AdvertInterval, and backups learn from the arrivals whether their
+	// master keeps it. Zero: none.
+	Pace time.Duration
 	// Password is the v2 PASS authentication password; empty: none.
 	Password string
 	// Priority is every router's priority (1..254); 0 means 50. Equal
@@ -262,6 +267,7 @@ func (o *Options) machineConfig(r Router) vrrp.Config {
 		VRID:           r.VRID,
 		Priority:       o.Priority,
 		AdvertInterval: o.AdvertInterval,
+		Pace:           o.Pace,
 		Preempt:        o.Preempt,
 		Primary:        r.Address.Addr(),
 		Addresses:      []netip.Addr{r.VIP.Addr()},
@@ -274,6 +280,14 @@ func (o *Options) machineConfig(r Router) vrrp.Config {
 		c.Password = o.Password
 	}
 	return c
+}
+
+// sendInterval is how often a master advertises.
+func (o *Options) sendInterval() time.Duration {
+	if o.Pace > 0 {
+		return o.Pace
+	}
+	return o.AdvertInterval
 }
 
 // Report receives the state of a router: vrrp.Master or vrrp.Backup, first

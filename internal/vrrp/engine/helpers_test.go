@@ -315,6 +315,7 @@ type sniffed struct {
 	src      netip.Addr
 	vrid     uint8
 	priority uint8
+	adverInt uint8 // VRRPv2's Adver Int (seconds); v3: the interval's high bits
 }
 
 // sniffer records the VRRP adverts arriving on a device, with kernel
@@ -403,7 +404,7 @@ func (s *sniffer) run(stopped chan struct{}) {
 			continue
 		}
 		s.mu.Lock()
-		s.seen = append(s.seen, sniffed{at: at, src: netip.AddrFrom4([4]byte(buf[12:16])), vrid: buf[ihl+1], priority: buf[ihl+2]})
+		s.seen = append(s.seen, sniffed{at: at, src: netip.AddrFrom4([4]byte(buf[12:16])), vrid: buf[ihl+1], priority: buf[ihl+2], adverInt: buf[ihl+5]})
 		s.mu.Unlock()
 	}
 }

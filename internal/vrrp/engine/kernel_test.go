@@ -373,6 +373,10 @@ type agentSpec struct {
 	Router   Router
 	StateDir string
 	Interval time.Duration
+	// Version 0 is 3; Password and Pace are v2's.
+	Version  int
+	Password string
+	Pace     time.Duration
 }
 
 func agentMain(spec string) int {
@@ -381,8 +385,11 @@ func agentMain(spec string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	e, err := New(Options{Version: 3, AdvertInterval: s.Interval, StateDir: s.StateDir, GARPDelay: -1,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
+	if s.Version == 0 {
+		s.Version = 3
+	}
+	e, err := New(Options{Version: s.Version, AdvertInterval: s.Interval, Password: s.Password, Pace: s.Pace,
+		StateDir: s.StateDir, GARPDelay: -1, Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -411,7 +418,12 @@ type agentProc struct {
 
 func startAgent(t *testing.T, r Router, dir string, interval time.Duration) *agentProc {
 	t.Helper()
-	spec, _ := json.Marshal(agentSpec{Router: r, StateDir: dir, Interval: interval})
+	return startAgentSpec(t, agentSpec{Router: r, StateDir: dir, Interval: interval})
+}
+
+func startAgentSpec(t *testing.T, s agentSpec) *agentProc {
+	t.Helper()
+	spec, _ := json.Marshal(s)
 	p := &agentProc{cmd: exec.Command(os.Args[0], "-test.run=^$"), states: make(chan string, 16), done: make(chan struct{})}
 	// A race-enabled binary otherwise sleeps a second before exiting.
 	p.cmd.Env = append(os.Environ(), agentEnv+"="+string(spec), "GORACE=atexit_sleep_ms=0")

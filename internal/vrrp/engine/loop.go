@@ -120,7 +120,7 @@ func (e *Engine) fireDue(now time.Time) {
 				e.log.Info("VRRP Master_Down_Timer fired late: this process was not running; one more advert interval for the master",
 					"router_id", r.spec.ID, "late", late.Round(time.Millisecond))
 				r.lateGrace = true
-				e.setTimer(r, now.Add(e.opts.AdvertInterval))
+				e.setTimer(r, now.Add(r.m.Status().MasterAdverInterval))
 				continue
 			}
 			if !e.linkUp(r) {
@@ -479,9 +479,14 @@ func (e *Engine) stop(resign, handover bool) []chan error {
 				// engine, which adopts the master, has three of those to
 				// start, not three adverts of 0.1 s. Its first advert sets
 				// the interval back.
+				// A paced v2 master breaks its pace instead (vrrp.Config.Pace):
+				// its l3ha backups wait Neutron's Master_Down_Interval.
 				p := r.lastAdvert
-				if e.opts.Version == 3 {
+				switch {
+				case e.opts.Version == 3:
 					p.MaxAdvertInterval = uint16(e.opts.RestartAdvertInterval / (10 * time.Millisecond))
+				case e.opts.Pace > 0:
+					p.AdvertInterval = vrrp.PaceBreakInterval(e.opts.AdvertInterval)
 				}
 				e.send(r, p, now)
 			}
@@ -651,7 +656,7 @@ func (e *Engine) catchUp(r *router) bool {
 
 // lateLimit is how late a Master_Down_Timer may fire before the loop takes
 // it for a stall of its own.
-func (e *Engine) lateLimit() time.Duration { return max(e.opts.AdvertInterval/2, 50*time.Millisecond) }
+func (e *Engine) lateLimit() time.Duration { return max(e.opts.sendInterval()/2, 50*time.Millisecond) }
 
 // A router whose ha- device is down is in fault, as keepalived's FAULT
 // state: it cannot hear its peers nor be heard, so as a master it would keep
@@ -698,7 +703,7 @@ func (e *Engine) faultTick(r *router, now time.Time) {
 	e.perform(r, r.m.Start(now, vrrp.StartBackup), now, performOpts{always: true})
 }
 
-func (e *Engine) faultPoll() time.Duration { return min(e.opts.AdvertInterval, time.Second) }
+func (e *Engine) faultPoll() time.Duration { return min(e.opts.sendInterval(), time.Second) }
 
 // setTimer puts r in the timer heap at a time of the engine's own (not its
 // machine's deadline).
