@@ -10,7 +10,7 @@ PKGS    := ./...
 # mean nothing at race-detector speed.
 RACE_PKGS := ./internal/agent/... ./internal/agentapi/... ./internal/vrrp ./internal/cli/... ./internal/ipam/... ./internal/ha/... ./internal/config/... ./internal/keystone
 
-.PHONY: all build deps postgres test unit race fuzz tempest demo bench bench-controlplane clean
+.PHONY: all build deps postgres test unit race fuzz tempest demo bench bench-controlplane bench-neutron clean
 
 all: build
 
@@ -63,6 +63,14 @@ bench: deps build
 bench-controlplane: deps build
 	@pg=$$(scripts/postgres.sh) && \
 	  L3HA_TEST_POSTGRES="$$pg" L3HA_BENCH=1 $(GO) test -count=1 -run 'TestCreate1000HARoutersLatency' -v ./internal/server
+
+# l3ha inside a real Neutron (Debian's neutron-server, RabbitMQ, MariaDB,
+# linuxbridge agents on namespaced nodes): a node fault of the master with
+# neutron-l3-agent on both nodes, l3ha neutron-l3-agent on both, and one of
+# each, 10 HA routers each; outage, lost pings and the L3 agent's memory per
+# router, in one run (about 10 minutes).
+bench-neutron: deps build
+	L3HA_TEST_REQUIRE_ALL=1 $(GO) test -count=1 -run '^$$' -bench '^BenchmarkNeutronFailover$$' -benchtime 1x -timeout 60m -v ./internal/neutronagent
 
 # The blog's failover test in a lab of namespaces: HA router on two network
 # nodes, the instance pinging upstream every 10 ms, the master's ha- device

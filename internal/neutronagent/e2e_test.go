@@ -5,22 +5,21 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/l3ha/l3ha/internal/neutronlocal"
-	"github.com/l3ha/l3ha/internal/rabbitlocal"
 )
 
-func skip(t *testing.T, why string) {
+func skip(t testing.TB, why string) {
 	t.Helper()
 	if os.Getenv("L3HA_TEST_REQUIRE_ALL") == "1" {
 		t.Fatalf("%s (L3HA_TEST_REQUIRE_ALL=1)", why)
@@ -29,7 +28,7 @@ func skip(t *testing.T, why string) {
 }
 
 // l3haBinary is bin/l3ha of this checkout (make test builds it first).
-func l3haBinary(t *testing.T) string {
+func l3haBinary(t testing.TB) string {
 	t.Helper()
 	_, file, _, _ := runtime.Caller(0)
 	bin, _ := filepath.Abs(filepath.Join(filepath.Dir(file), "..", "..", "bin", "l3ha"))
@@ -40,7 +39,7 @@ func l3haBinary(t *testing.T) string {
 }
 
 // waitFor polls cond every 100 ms until it holds or d passes.
-func waitFor(ctx context.Context, t *testing.T, d time.Duration, what string, cond func() (bool, error)) {
+func waitFor(ctx context.Context, t testing.TB, d time.Duration, what string, cond func() (bool, error)) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
@@ -81,51 +80,14 @@ func holdsAddress(ctx context.Context, nd *neutronlocal.Node, routerID, addr str
 // net1 → net2 and net2 → net1 on node faults, and the API shows the new
 // active within 2 s of the kernel.
 func TestMixedHARouterFailsOverBothWays(t *testing.T) {
-	if err := neutronlocal.Available(); err != nil {
-		skip(t, err.Error())
-	}
-	if err := rabbitlocal.Installed(); err != nil {
-		skip(t, err.Error())
-	}
+	c := startCloud(t)
 	bin := l3haBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	r, err := rabbitlocal.Start(ctx, t.TempDir(), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.Stop)
-	dir := t.TempDir()
-	if keep := os.Getenv("L3HA_NEUTRONLOCAL_DIR"); keep != "" {
-		dir = filepath.Join(keep, t.Name())
-		_ = os.RemoveAll(dir)
-		t.Logf("scratch directory %s (kept)", dir)
-	}
-	n, err := neutronlocal.Start(ctx, neutronlocal.Options{Dir: dir, Log: log, AMQPURL: r.URL()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, f := range []string{"node-net2/log/l3-agent.out", "node-net2/log/linuxbridge-agent.log", "node-net1/log/l3-agent.log"} {
-				if b, err := os.ReadFile(filepath.Join(dir, f)); err == nil {
-					t.Logf("--- %s:\n%s", f, b[max(0, len(b)-12<<10):])
-				}
-			}
-		}
-		if err := n.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
-	net1, err := n.AddNode(ctx, neutronlocal.NodeOptions{Host: "net1", L3Agent: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	net2, err := n.AddNode(ctx, neutronlocal.NodeOptions{Host: "net2"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := c.n
+	pair := [2]string{"net1", "net2"}
+	net1 := c.addNode(ctx, t, neutronlocal.NodeOptions{Host: "net1", L3Agent: true})
+	net2 := c.addNode(ctx, t, neutronlocal.NodeOptions{Host: "net2"})
 	began := time.Now()
 	if err := net2.StartL3Agent(ctx, bin, "neutron-l3-agent"); err != nil {
 		t.Fatal(err)
@@ -133,62 +95,16 @@ func TestMixedHARouterFailsOverBothWays(t *testing.T) {
 	t.Logf("l3ha neutron-l3-agent on net2 alive in neutron-server after %v", time.Since(began).Round(time.Millisecond))
 	nodes := map[string]*neutronlocal.Node{"net1": net1, "net2": net2}
 
-	extID, _, err := n.CreateExternalNetwork(ctx, "public")
-	if err != nil {
-		t.Fatal(err)
-	}
-	type idObj struct {
-		ID string `json:"id"`
-	}
-	var nw struct{ Network idObj }
-	if err := n.Do(ctx, http.MethodPost, "/networks", map[string]any{"network": map[string]any{"name": "tenant"}}, &nw); err != nil {
-		t.Fatal(err)
-	}
-	var sub struct{ Subnet idObj }
-	if err := n.Do(ctx, http.MethodPost, "/subnets", map[string]any{"subnet": map[string]any{
-		"network_id": nw.Network.ID, "ip_version": 4, "cidr": "10.0.0.0/24", "enable_dhcp": false,
-	}}, &sub); err != nil {
-		t.Fatal(err)
-	}
-	var router struct{ Router idObj }
-	if err := n.Do(ctx, http.MethodPost, "/routers", map[string]any{"router": map[string]any{
-		"name": "r1", "ha": true, "external_gateway_info": map[string]any{"network_id": extID},
-	}}, &router); err != nil {
-		t.Fatal(err)
-	}
-	rid := router.Router.ID
-	if err := n.Do(ctx, http.MethodPut, "/routers/"+rid+"/add_router_interface", map[string]any{"subnet_id": sub.Subnet.ID}, nil); err != nil {
-		t.Fatal(err)
-	}
-	var states map[string]string
-	waitFor(ctx, t, 3*time.Minute, "both agents hosting the router, one active", func() (bool, error) {
-		var err error
-		states, err = neutronlocal.HAStates(ctx, n, rid)
-		return len(states) == 2 && len(neutronlocal.ActiveHosts(states)) == 1, err
-	})
-	t.Logf("router %s: %v", rid, states)
+	r, states := c.newHARouter(ctx, t, "mixed", "10.0.1.0/24")
+	rid, gw, probe := r.id, r.gw, r.probe
 	checkOpenstackAgentList(ctx, t, n, rid, neutronlocal.ActiveHosts(states)[0])
-
-	vm, err := n.AddInstance(ctx, neutronlocal.InstanceOptions{Name: "vm1", NetworkID: nw.Network.ID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := neutronlocal.WaitPing(ctx, vm); err != nil {
-		t.Fatalf("no ping through the router: %v", err)
-	}
-	gw := vm.Gateway().String()
-	probe, err := neutronlocal.StartProber(ctx, vm, neutronlocal.UpstreamIP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(probe.Stop)
 
 	// failover faults the master's node and checks the other takes over:
 	// the kernel (gateway address), the pings, the API within 2 s of the
 	// kernel. It returns the new master.
 	failover := func(master string) string {
 		t.Helper()
-		backup := map[string]string{"net1": "net2", "net2": "net1"}[master]
+		backup := otherOf(pair, master)
 		if ok, err := holdsAddress(ctx, nodes[master], rid, gw); err != nil || !ok {
 			t.Fatalf("%s should be master and hold %s: %v %v", master, gw, ok, err)
 		}
@@ -213,16 +129,10 @@ func TestMixedHARouterFailsOverBothWays(t *testing.T) {
 			}
 			return false, err
 		})
-		var resumed time.Time
-		waitFor(ctx, t, time.Minute, "pings resuming through "+backup, func() (bool, error) {
-			var ok bool
-			resumed, ok = probe.FirstReplyAfter(fault)
-			return ok, nil
-		})
-		last, _ := probe.LastReplyBefore(fault)
+		last, gap := outageAfter(ctx, t, probe, fault)
 		t.Logf("failover %s → %s: kernel %v after the fault, pings resumed after %v (gap %v), API %v after the kernel",
-			master, backup, kernelAt.Sub(fault).Round(time.Millisecond), resumed.Sub(fault).Round(time.Millisecond),
-			resumed.Sub(last).Round(time.Millisecond), apiAt.Sub(kernelAt).Round(time.Millisecond))
+			master, backup, kernelAt.Sub(fault).Round(time.Millisecond), last.Add(gap).Sub(fault).Round(time.Millisecond),
+			gap.Round(time.Millisecond), apiAt.Sub(kernelAt).Round(time.Millisecond))
 		if lag := apiAt.Sub(kernelAt); lag > 2*time.Second {
 			t.Errorf("the API showed %s active %v after the kernel, want within 2 s", backup, lag.Round(time.Millisecond))
 		}
@@ -275,93 +185,30 @@ func TestMixedHARouterFailsOverBothWays(t *testing.T) {
 }
 
 // TestL3haOnBothNodesSubSecondAndRestarts is issue 9's second and third
-// acceptance: both nodes run `l3ha neutron-l3-agent` with [l3ha]
-// advert_int = 0.2 (VRRPv3); RabbitMQ and then neutron-server restart
-// without a transition or a lost ping, and state reports resume; a node
-// fault of the master costs less than a second of pings.
+// acceptance: both nodes run `l3ha neutron-l3-agent` with its defaults
+// (Neutron's VRRPv2 packets, paced at 0.2 s between the two l3ha nodes);
+// RabbitMQ and then neutron-server restart without a transition or a lost
+// ping, and state reports resume; the master's agent restarts without
+// either; a node fault of the master costs less than a second of pings.
 func TestL3haOnBothNodesSubSecondAndRestarts(t *testing.T) {
-	if err := neutronlocal.Available(); err != nil {
-		skip(t, err.Error())
-	}
-	if err := rabbitlocal.Installed(); err != nil {
-		skip(t, err.Error())
-	}
+	c := startCloud(t)
 	bin := l3haBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	r, err := rabbitlocal.Start(ctx, t.TempDir(), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.Stop)
-	dir := t.TempDir()
-	if keep := os.Getenv("L3HA_NEUTRONLOCAL_DIR"); keep != "" {
-		dir = filepath.Join(keep, t.Name())
-		_ = os.RemoveAll(dir)
-	}
-	n, err := neutronlocal.Start(ctx, neutronlocal.Options{Dir: dir, Log: log, AMQPURL: r.URL()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, f := range []string{"node-net1/log/l3-agent.out", "node-net2/log/l3-agent.out"} {
-				if b, err := os.ReadFile(filepath.Join(dir, f)); err == nil {
-					t.Logf("--- %s:\n%s", f, b[max(0, len(b)-12<<10):])
-				}
-			}
-		}
-		if err := n.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
+	n := c.n
+	pair := [2]string{"net3", "net4"}
 	nodes := map[string]*neutronlocal.Node{}
-	for _, h := range []string{"net1", "net2"} {
-		nd, err := n.AddNode(ctx, neutronlocal.NodeOptions{Host: h, L3AgentConfig: "[l3ha]\nadvert_int = 0.2\n"})
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, h := range pair {
+		nd := c.addNode(ctx, t, neutronlocal.NodeOptions{Host: h})
 		if err := nd.StartL3Agent(ctx, bin, "neutron-l3-agent"); err != nil {
 			t.Fatal(err)
 		}
 		nodes[h] = nd
 	}
-	extID, _, err := n.CreateExternalNetwork(ctx, "public")
-	if err != nil {
-		t.Fatal(err)
-	}
-	type idObj struct {
-		ID string `json:"id"`
-	}
-	var nw struct{ Network idObj }
-	if err := n.Do(ctx, http.MethodPost, "/networks", map[string]any{"network": map[string]any{"name": "tenant"}}, &nw); err != nil {
-		t.Fatal(err)
-	}
-	var sub struct{ Subnet idObj }
-	if err := n.Do(ctx, http.MethodPost, "/subnets", map[string]any{"subnet": map[string]any{
-		"network_id": nw.Network.ID, "ip_version": 4, "cidr": "10.0.0.0/24", "enable_dhcp": false,
-	}}, &sub); err != nil {
-		t.Fatal(err)
-	}
-	var router struct{ Router idObj }
-	if err := n.Do(ctx, http.MethodPost, "/routers", map[string]any{"router": map[string]any{
-		"name": "r1", "ha": true, "external_gateway_info": map[string]any{"network_id": extID},
-	}}, &router); err != nil {
-		t.Fatal(err)
-	}
-	rid := router.Router.ID
-	if err := n.Do(ctx, http.MethodPut, "/routers/"+rid+"/add_router_interface", map[string]any{"subnet_id": sub.Subnet.ID}, nil); err != nil {
-		t.Fatal(err)
-	}
-	var states map[string]string
-	waitFor(ctx, t, 3*time.Minute, "both l3ha agents hosting the router, one active", func() (bool, error) {
-		var err error
-		states, err = neutronlocal.HAStates(ctx, n, rid)
-		return len(states) == 2 && len(neutronlocal.ActiveHosts(states)) == 1, err
-	})
+	r, states := c.newHARouter(ctx, t, "paced", "10.0.2.0/24")
+	rid, gw, probe := r.id, r.gw, r.probe
 	master := neutronlocal.ActiveHosts(states)[0]
-	backup := map[string]string{"net1": "net2", "net2": "net1"}[master]
+	backup := otherOf(pair, master)
 	// Neutron's state files, in Zed's words.
 	for host, want := range map[string]string{master: "primary\n", backup: "backup\n"} {
 		waitFor(ctx, t, 30*time.Second, host+"'s state file", func() (bool, error) {
@@ -372,23 +219,6 @@ func TestL3haOnBothNodesSubSecondAndRestarts(t *testing.T) {
 			return true, nil
 		})
 	}
-	vm, err := n.AddInstance(ctx, neutronlocal.InstanceOptions{Name: "vm1", NetworkID: nw.Network.ID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := neutronlocal.WaitPing(ctx, vm); err != nil {
-		t.Fatalf("no ping through the router: %v", err)
-	}
-	gw := vm.Gateway().String()
-	probe, err := neutronlocal.StartProber(ctx, vm, neutronlocal.UpstreamIP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(probe.Stop)
-	waitFor(ctx, t, time.Minute, "the prober's first reply", func() (bool, error) {
-		_, ok := probe.FirstReplyAfter(time.Time{})
-		return ok, nil
-	})
 
 	// quiet checks that nothing moved during a restart of something: the
 	// master still holds the gateway, the backup does not, the API says
@@ -401,7 +231,7 @@ func TestL3haOnBothNodesSubSecondAndRestarts(t *testing.T) {
 		}
 		// Heartbeats (every 5 s) and state reports reach the server again.
 		waitFor(ctx, t, 2*time.Minute, "both l3ha agents alive after the "+what, func() (bool, error) {
-			for _, h := range []string{"net1", "net2"} {
+			for _, h := range pair {
 				agents, err := n.Agents(ctx, h)
 				if err != nil {
 					return false, err
@@ -433,7 +263,7 @@ func TestL3haOnBothNodesSubSecondAndRestarts(t *testing.T) {
 			t.Errorf("%s: pings stopped for %v", what, gap.Round(time.Millisecond))
 		}
 	}
-	quiet("RabbitMQ restart", func() error { return r.Restart(ctx) })
+	quiet("RabbitMQ restart", func() error { return c.r.Restart(ctx) })
 	quiet("neutron-server restart", func() error { return n.Restart(ctx) })
 	// An upgrade or restart of the master's agent: SIGUSR2 exits and leaves
 	// VRRP to the next agent, which adopts it.
@@ -452,19 +282,8 @@ func TestL3haOnBothNodesSubSecondAndRestarts(t *testing.T) {
 		return nodes[master].StartL3Agent(ctx, bin, "neutron-l3-agent")
 	})
 
-	fault := time.Now()
-	if err := nodes[master].KillNode(); err != nil {
-		t.Fatal(err)
-	}
-	var resumed time.Time
-	waitFor(ctx, t, time.Minute, "pings resuming through "+backup, func() (bool, error) {
-		var ok bool
-		resumed, ok = probe.FirstReplyAfter(fault)
-		return ok, nil
-	})
-	last, _ := probe.LastReplyBefore(fault)
-	outage := resumed.Sub(last)
-	t.Logf("node fault of %s at 0.2 s adverts: pings resumed after %v (longest gap %v)", master, resumed.Sub(fault).Round(time.Millisecond), outage.Round(time.Millisecond))
+	outage := nodeFault(ctx, t, nodes[master], probe)
+	t.Logf("node fault of %s at the 0.2 s pace: longest gap between replies %v", master, outage.Round(time.Millisecond))
 	if outage >= time.Second {
 		t.Errorf("node fault outage %v, want under 1 s", outage.Round(time.Millisecond))
 	}
@@ -474,110 +293,61 @@ func TestL3haOnBothNodesSubSecondAndRestarts(t *testing.T) {
 	})
 }
 
+// nodeFault kills nd (the router's master) and returns the outage the
+// prober saw: the longest time without a reply around the fault.
+func nodeFault(ctx context.Context, t testing.TB, nd *neutronlocal.Node, probe *neutronlocal.Prober) time.Duration {
+	t.Helper()
+	fault := time.Now()
+	if err := nd.KillNode(); err != nil {
+		t.Fatal(err)
+	}
+	_, gap := outageAfter(ctx, t, probe, fault)
+	return gap
+}
+
+// outageAfter waits until replies come again after a fault at fault and
+// returns the longest gap between replies around it, and when it began.
+// Replies within 300 ms of the fault may be answers already on their way
+// (no node takes over that fast), so only a later one ends the wait.
+func outageAfter(ctx context.Context, t testing.TB, probe *neutronlocal.Prober, fault time.Time) (time.Time, time.Duration) {
+	t.Helper()
+	waitFor(ctx, t, time.Minute, "pings resuming after the fault", func() (bool, error) {
+		last, ok := probe.LastReplyBefore(time.Now())
+		return ok && last.After(fault.Add(300*time.Millisecond)), nil
+	})
+	return probe.LongestGapAt(fault.Add(-time.Second), time.Now())
+}
+
 // TestRollingMigrationFromNeutronL3Agent is issue 9's rolling migration:
 // two nodes run Neutron's neutron-l3-agent; the backup's agent is replaced
 // by l3ha (no failover, no lost ping), then the master's (one failover, to
 // the node already on l3ha). Stopping neutron-l3-agent leaves its
-// keepalived running, as its systemd unit does; l3ha stops it on start.
+// keepalived running, as Neutron does; l3ha stops it when it takes the
+// router over. Once both nodes run l3ha the pace applies by itself: a node
+// fault then costs less than a second.
 func TestRollingMigrationFromNeutronL3Agent(t *testing.T) {
-	if err := neutronlocal.Available(); err != nil {
-		skip(t, err.Error())
-	}
-	if err := rabbitlocal.Installed(); err != nil {
-		skip(t, err.Error())
-	}
+	c := startCloud(t)
 	bin := l3haBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	r, err := rabbitlocal.Start(ctx, t.TempDir(), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.Stop)
-	dir := t.TempDir()
-	n, err := neutronlocal.Start(ctx, neutronlocal.Options{Dir: dir, Log: log, AMQPURL: r.URL()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, f := range []string{"node-net1/log/l3-agent.out", "node-net2/log/l3-agent.out"} {
-				if b, err := os.ReadFile(filepath.Join(dir, f)); err == nil {
-					t.Logf("--- %s:\n%s", f, b[max(0, len(b)-12<<10):])
-				}
-			}
-		}
-		if err := n.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
+	n := c.n
+	pair := [2]string{"net5", "net6"}
 	nodes := map[string]*neutronlocal.Node{}
-	for _, h := range []string{"net1", "net2"} {
-		nd, err := n.AddNode(ctx, neutronlocal.NodeOptions{Host: h, L3Agent: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		nodes[h] = nd
+	for _, h := range pair {
+		nodes[h] = c.addNode(ctx, t, neutronlocal.NodeOptions{Host: h, L3Agent: true})
 	}
-	extID, _, err := n.CreateExternalNetwork(ctx, "public")
-	if err != nil {
-		t.Fatal(err)
-	}
-	type idObj struct {
-		ID string `json:"id"`
-	}
-	var nw struct{ Network idObj }
-	if err := n.Do(ctx, http.MethodPost, "/networks", map[string]any{"network": map[string]any{"name": "tenant"}}, &nw); err != nil {
-		t.Fatal(err)
-	}
-	var sub struct{ Subnet idObj }
-	if err := n.Do(ctx, http.MethodPost, "/subnets", map[string]any{"subnet": map[string]any{
-		"network_id": nw.Network.ID, "ip_version": 4, "cidr": "10.0.0.0/24", "enable_dhcp": false,
-	}}, &sub); err != nil {
-		t.Fatal(err)
-	}
-	var router struct{ Router idObj }
-	if err := n.Do(ctx, http.MethodPost, "/routers", map[string]any{"router": map[string]any{
-		"name": "r1", "ha": true, "external_gateway_info": map[string]any{"network_id": extID},
-	}}, &router); err != nil {
-		t.Fatal(err)
-	}
-	rid := router.Router.ID
-	if err := n.Do(ctx, http.MethodPut, "/routers/"+rid+"/add_router_interface", map[string]any{"subnet_id": sub.Subnet.ID}, nil); err != nil {
-		t.Fatal(err)
-	}
-	var states map[string]string
-	waitFor(ctx, t, 3*time.Minute, "both agents hosting the router, one active", func() (bool, error) {
-		var err error
-		states, err = neutronlocal.HAStates(ctx, n, rid)
-		return len(states) == 2 && len(neutronlocal.ActiveHosts(states)) == 1, err
-	})
+	r, states := c.newHARouter(ctx, t, "migrated", "10.0.3.0/24")
+	rid, gw, probe := r.id, r.gw, r.probe
 	master := neutronlocal.ActiveHosts(states)[0]
-	backup := map[string]string{"net1": "net2", "net2": "net1"}[master]
-	vm, err := n.AddInstance(ctx, neutronlocal.InstanceOptions{Name: "vm1", NetworkID: nw.Network.ID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := neutronlocal.WaitPing(ctx, vm); err != nil {
-		t.Fatalf("no ping through the router: %v", err)
-	}
-	gw := vm.Gateway().String()
-	probe, err := neutronlocal.StartProber(ctx, vm, neutronlocal.UpstreamIP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(probe.Stop)
-	waitFor(ctx, t, time.Minute, "the prober's first reply", func() (bool, error) {
-		_, ok := probe.FirstReplyAfter(time.Time{})
-		return ok, nil
-	})
+	backup := otherOf(pair, master)
 
 	// migrate replaces host's neutron-l3-agent by l3ha and returns when
 	// the router's new master holds the gateway and the API agrees.
 	migrate := func(host, wantMaster string) time.Duration {
 		t.Helper()
 		from := time.Now()
+		timeline := watchGateway(ctx, t, nodes, rid, gw, from)
+		mark := func(what string) { timeline.mark(what) }
 		ka := nodes[host].KeepalivedPID(rid)
 		if ka == 0 {
 			t.Fatalf("%s runs no keepalived for the router before the migration", host)
@@ -586,17 +356,20 @@ func TestRollingMigrationFromNeutronL3Agent(t *testing.T) {
 		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
+		mark("SIGTERM to " + host + "'s neutron-l3-agent")
 		waitFor(ctx, t, time.Minute, host+"'s neutron-l3-agent gone", func() (bool, error) { return nodes[host].L3AgentPID() == 0, nil })
 		if syscall.Kill(ka, 0) != nil {
 			t.Logf("%s: keepalived stopped with neutron-l3-agent (expected it to outlive the agent)", host)
 		}
+		mark(host + "'s neutron-l3-agent exited")
 		if err := nodes[host].StartL3Agent(ctx, bin, "neutron-l3-agent"); err != nil {
 			t.Fatal(err)
 		}
+		mark(host + "'s l3ha agent alive in neutron-server")
 		waitFor(ctx, t, time.Minute, host+"'s old keepalived stopped by l3ha", func() (bool, error) {
 			return syscall.Kill(ka, 0) != nil || isZombieProc(ka), nil
 		})
-		other := map[string]string{"net1": "net2", "net2": "net1"}[wantMaster]
+		other := otherOf(pair, wantMaster)
 		waitFor(ctx, t, time.Minute, wantMaster+" master in the kernel and the API", func() (bool, error) {
 			a, err := holdsAddress(ctx, nodes[wantMaster], rid, gw)
 			if err != nil || !a {
@@ -617,23 +390,129 @@ func TestRollingMigrationFromNeutronL3Agent(t *testing.T) {
 			}
 			return time.Since(settle) > 8*time.Second, nil
 		})
-		gap := probe.LongestGap(from, time.Now())
+		gapAt, gap := probe.LongestGapAt(from, time.Now())
+		timeline.stop()
 		t.Logf("%s migrated to l3ha: master %s, longest gap between replies %v", host, wantMaster, gap.Round(time.Millisecond))
+		if gap > 2*time.Second {
+			timeline.events = append(timeline.events, gatewayEvent{at: gapAt, what: "last reply before the gap"},
+				gatewayEvent{at: gapAt.Add(gap), what: "first reply after the gap"})
+			t.Logf("timeline:\n%s", timeline)
+			// For the rare long gap (see below): what the instance and
+			// the agents knew.
+			if out, err := r.vm.Command(ctx, "ip", "neigh", "show").CombinedOutput(); err == nil {
+				t.Logf("instance's neighbours after the gap:\n%s", out)
+			}
+			for _, h := range pair {
+				for _, argv := range [][]string{{"ip", "-br", "addr"}, {"ip", "route"}, {"ip", "neigh"}, {"ip", "-s", "-br", "link"},
+					{"nft", "list", "ruleset"}, {"iptables-save"}, {"conntrack", "-L"}} {
+					cmd, err := nodes[h].RouterCommand(ctx, rid, argv[0], argv[1:]...)
+					if err != nil {
+						continue
+					}
+					out, _ := cmd.CombinedOutput()
+					t.Logf("%s router: %s:\n%s", h, strings.Join(argv, " "), out[:min(len(out), 4<<10)])
+				}
+				if out, err := neutronlocal.NetnsCommand(ctx, nodes[h].Namespace(), "bridge", "fdb", "show").CombinedOutput(); err == nil {
+					t.Logf("%s node: bridge fdb:\n%s", h, out[:min(len(out), 4<<10)])
+				}
+			}
+			for _, h := range pair {
+				if b, err := os.ReadFile(nodes[h].L3AgentOutputPath()); err == nil {
+					t.Logf("--- %s's l3ha agent:\n%s", h, b[max(0, len(b)-6<<10):])
+				}
+			}
+		}
 		return gap
 	}
-	if gap := migrate(backup, master); gap > 4*neutronlocal.ProbeInterval {
+	if gap := migrate(backup, master); gap > 6*neutronlocal.ProbeInterval {
 		t.Errorf("migrating the backup %s: pings stopped for %v, want no loss", backup, gap.Round(time.Millisecond))
 	}
 	// The master's migration costs one failover, to the node on l3ha
-	// (migrate checked the kernel and the API). Its keepalived resigns, so
-	// the VRRP handover takes under a second; the pings usually resume with
-	// it (0.84 s), but one run of three saw 9.9 s: the instance kept sending
-	// to the old node until its ARP probe found the router's MAC on the new
-	// one (under investigation). The bound is Neutron's own failover time
-	// (3 × 2 s adverts + skew) plus that probe, not the handover's.
-	if gap := migrate(master, backup); gap > 15*time.Second {
-		t.Errorf("migrating the master %s: pings stopped for %v, want one failover", master, gap.Round(time.Millisecond))
+	// (migrate checked the kernel and the API): its keepalived resigns, so
+	// the VRRP handover takes a skew time (0.8 s) and the pings resume with
+	// it. (Before l3ha turned IPv6 off ahead of stopping keepalived, the
+	// old master's MLD report sometimes re-taught the bridges its port after
+	// the new master's gratuitous ARP: 5-20 s lost; see takeOverFromNeutron.)
+	if gap := migrate(master, backup); gap > 3*time.Second {
+		t.Errorf("migrating the master %s: pings stopped for %v, want one handover (under a second)", master, gap.Round(time.Millisecond))
 	}
+	// Both nodes on l3ha: the new master paces its adverts and the backup
+	// has learned it, without any configuration change.
+	outage := nodeFault(ctx, t, nodes[backup], probe)
+	t.Logf("node fault of %s after the migration: longest gap between replies %v", backup, outage.Round(time.Millisecond))
+	if outage >= time.Second {
+		t.Errorf("node fault after the migration: outage %v, want under 1 s (the pace)", outage.Round(time.Millisecond))
+	}
+}
+
+// gatewayTimeline records, every 50 ms, which nodes hold the router's
+// gateway address, and marks the test's own steps, to explain a long gap.
+type gatewayTimeline struct {
+	mu     sync.Mutex
+	from   time.Time
+	events []gatewayEvent
+	done   chan struct{}
+	exited chan struct{}
+}
+
+type gatewayEvent struct {
+	at   time.Time
+	what string
+}
+
+func watchGateway(ctx context.Context, t testing.TB, nodes map[string]*neutronlocal.Node, routerID, gw string, from time.Time) *gatewayTimeline {
+	tl := &gatewayTimeline{from: from, done: make(chan struct{}), exited: make(chan struct{})}
+	go func() {
+		defer close(tl.exited)
+		held := map[string]bool{}
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			for h, nd := range nodes {
+				ok, err := holdsAddress(ctx, nd, routerID, gw)
+				if err == nil && ok != held[h] {
+					held[h] = ok
+					tl.mark(fmt.Sprintf("%s holds the gateway: %v", h, ok))
+				}
+			}
+			select {
+			case <-tl.done:
+				return
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	t.Cleanup(tl.stop)
+	return tl
+}
+
+func (tl *gatewayTimeline) mark(what string) {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	tl.events = append(tl.events, gatewayEvent{time.Now(), what})
+}
+
+func (tl *gatewayTimeline) stop() {
+	select {
+	case <-tl.done:
+	default:
+		close(tl.done)
+	}
+	<-tl.exited
+}
+
+func (tl *gatewayTimeline) String() string {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	ev := slices.Clone(tl.events)
+	slices.SortStableFunc(ev, func(a, b gatewayEvent) int { return a.at.Compare(b.at) })
+	var b strings.Builder
+	for _, e := range ev {
+		fmt.Fprintf(&b, "  +%7.3fs  %s\n", e.at.Sub(tl.from).Seconds(), e.what)
+	}
+	return b.String()
 }
 
 func isZombieProc(pid int) bool {

@@ -9,14 +9,17 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/l3ha/l3ha/internal/linux"
 )
 
 // neutronVRRPProcess is a keepalived or neutron-keepalived-state-change
 // that neutron-l3-agent started for one of this node's routers.
 type neutronVRRPProcess struct {
-	pid     int
-	monitor bool // neutron-keepalived-state-change (else keepalived)
-	argv    []string
+	pid      int
+	monitor  bool // neutron-keepalived-state-change (else keepalived)
+	routerID string
+	argv     []string
 }
 
 // findNeutronVRRP lists the processes neutron-l3-agent left running for
@@ -42,7 +45,7 @@ func findNeutronVRRP(proc, haConfsPath string) ([]neutronVRRPProcess, error) {
 			continue
 		}
 		argv := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
-		isKeepalived, isMonitor, ours := false, false, false
+		isKeepalived, isMonitor, ours, routerID := false, false, false, ""
 		for i, a := range argv {
 			switch base := filepath.Base(a); {
 			case base == "keepalived":
@@ -51,14 +54,14 @@ func findNeutronVRRP(proc, haConfsPath string) ([]neutronVRRPProcess, error) {
 				isMonitor = true
 			}
 			if a == "-p" && i+1 < len(argv) && strings.HasPrefix(argv[i+1], prefix) && strings.HasSuffix(argv[i+1], ".pid.keepalived") {
-				ours = true
+				ours, routerID = true, strings.TrimSuffix(strings.TrimPrefix(argv[i+1], prefix), ".pid.keepalived")
 			}
-			if strings.HasPrefix(a, "--conf_dir="+prefix) {
-				ours = true
+			if dir, ok := strings.CutPrefix(a, "--conf_dir="+prefix); ok {
+				ours, routerID = true, strings.TrimRight(dir, "/")
 			}
 		}
-		if ours && (isKeepalived || isMonitor) {
-			out = append(out, neutronVRRPProcess{pid: pid, monitor: isMonitor, argv: argv})
+		if ours && (isKeepalived || isMonitor) && routerID != "" && !strings.Contains(routerID, "/") {
+			out = append(out, neutronVRRPProcess{pid: pid, monitor: isMonitor, routerID: routerID, argv: argv})
 		}
 	}
 	return out, nil
@@ -70,10 +73,33 @@ func findNeutronVRRP(proc, haConfsPath string) ([]neutronVRRPProcess, error) {
 // master resigns as it stops (VRRP priority 0), so a router this node was
 // master of fails over once, to a peer, at once; l3ha then joins it as a
 // backup. The router namespaces and devices stay and are adopted.
+//
+// First it turns IPv6 off in those routers' namespaces, as l3ha runs every
+// router (LP#1859832). Neutron's keepalived holds the qr-/qg- devices'
+// IPv6 link-local addresses as VIPs; removing them as it stops makes the
+// kernel send an MLD report, and another a second later, from the
+// device's MAC — which is the router's port MAC on every node. A report
+// that leaves a former master after the new master's gratuitous ARP
+// teaches the bridges and the instances' VTEPs that the router is back on
+// the old node, whose forwarding has stopped: traffic was lost for 5-20 s
+// until the instances' ARP probes found the new master. Turned off while
+// this node still runs keepalived, the one report goes out while the
+// node is still master (or, on a backup, holds no address to report).
 func takeOverFromNeutron(haConfsPath string, log *slog.Logger) (int, error) {
 	procs, err := findNeutronVRRP("/proc", haConfsPath)
 	if err != nil {
 		return 0, fmt.Errorf("looking for neutron-l3-agent's keepalived: %w", err)
+	}
+	routers := map[string]bool{}
+	for _, p := range procs {
+		routers[p.routerID] = true
+	}
+	for id := range routers {
+		ns := "qrouter-" + id
+		if err := linux.SetSysctls(ns, ipv6Off); err != nil {
+			log.Warn("turning IPv6 off in a router neutron-l3-agent left (its keepalived may announce the router from here once more as it stops)",
+				"router_id", id, "namespace", ns, "err", err)
+		}
 	}
 	stopped := 0
 	for _, monitorsFirst := range []bool{true, false} {
@@ -101,6 +127,13 @@ func takeOverFromNeutron(haConfsPath string, log *slog.Logger) (int, error) {
 		}
 	}
 	return stopped, nil
+}
+
+// ipv6Off turns IPv6 off on every device of a namespace, present and
+// future, as the data plane's router sysctls do.
+var ipv6Off = map[string]string{
+	"net.ipv6.conf.all.disable_ipv6":     "1",
+	"net.ipv6.conf.default.disable_ipv6": "1",
 }
 
 func isZombie(pid int) bool {

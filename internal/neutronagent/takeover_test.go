@@ -43,6 +43,9 @@ func TestFindNeutronVRRPTakesOnlyNeutronsProcessesOfThisNode(t *testing.T) {
 		if p.monitor {
 			monitors++
 		}
+		if p.routerID != "r1" {
+			t.Errorf("pid %d: router %q, want r1 (from its pid file or conf_dir)", p.pid, p.routerID)
+		}
 	}
 	slices.Sort(pids)
 	if !slices.Equal(pids, []int{101, 102}) || monitors != 1 {

@@ -177,35 +177,42 @@ func (n *Neutron) waitAgent(ctx context.Context, host, agentType string, since t
 // UpstreamIP, no DHCP, allocation pool ExternalPoolMin-ExternalPoolMax) and
 // returns their ids.
 func (n *Neutron) CreateExternalNetwork(ctx context.Context, name string) (networkID, subnetID string, err error) {
+	return n.CreateNetwork(ctx, map[string]any{
+		"name":                      name,
+		"router:external":           true,
+		"provider:network_type":     "flat",
+		"provider:physical_network": PhysnetPublic,
+	}, map[string]any{
+		"name":             name + "-subnet",
+		"cidr":             ExternalCIDR.String(),
+		"gateway_ip":       UpstreamIP.String(),
+		"allocation_pools": []map[string]string{{"start": ExternalPoolMin.String(), "end": ExternalPoolMax.String()}},
+	})
+}
+
+// CreateNetwork creates a network with the attributes network and an IPv4
+// subnet on it with the attributes subnet (DHCP off unless subnet says
+// otherwise), and returns their ids; the network's id is returned even if
+// the subnet fails.
+func (n *Neutron) CreateNetwork(ctx context.Context, network, subnet map[string]any) (networkID, subnetID string, err error) {
 	var net struct {
 		Network struct {
 			ID string `json:"id"`
 		} `json:"network"`
 	}
-	err = n.Do(ctx, http.MethodPost, "/networks", map[string]any{"network": map[string]any{
-		"name":                      name,
-		"router:external":           true,
-		"provider:network_type":     "flat",
-		"provider:physical_network": PhysnetPublic,
-	}}, &net)
-	if err != nil {
+	if err := n.Do(ctx, http.MethodPost, "/networks", map[string]any{"network": network}, &net); err != nil {
 		return "", "", err
+	}
+	body := map[string]any{"network_id": net.Network.ID, "ip_version": 4, "enable_dhcp": false}
+	for k, v := range subnet {
+		body[k] = v
 	}
 	var sub struct {
 		Subnet struct {
 			ID string `json:"id"`
 		} `json:"subnet"`
 	}
-	err = n.Do(ctx, http.MethodPost, "/subnets", map[string]any{"subnet": map[string]any{
-		"name":             name + "-subnet",
-		"network_id":       net.Network.ID,
-		"ip_version":       4,
-		"cidr":             ExternalCIDR.String(),
-		"gateway_ip":       UpstreamIP.String(),
-		"enable_dhcp":      false,
-		"allocation_pools": []map[string]string{{"start": ExternalPoolMin.String(), "end": ExternalPoolMax.String()}},
-	}}, &sub)
-	if err != nil {
+	if err := n.Do(ctx, http.MethodPost, "/subnets", map[string]any{"subnet": body}, &sub); err != nil {
 		return net.Network.ID, "", err
 	}
 	return net.Network.ID, sub.Subnet.ID, nil

@@ -303,29 +303,20 @@ func TestNeutronWithTwoL3AgentsHARouterFailsOver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	type idObj struct {
-		ID string `json:"id"`
-	}
 	mkNet := func(body map[string]any, cidr string) (netID, subnetID string) {
 		t.Helper()
-		var nw struct{ Network idObj }
-		if err := n.Do(ctx, http.MethodPost, "/networks", map[string]any{"network": body}, &nw); err != nil {
+		netID, subnetID, err := n.CreateNetwork(ctx, body, map[string]any{"cidr": cidr})
+		if err != nil {
 			t.Fatal(err)
 		}
-		var sub struct{ Subnet idObj }
-		if err := n.Do(ctx, http.MethodPost, "/subnets", map[string]any{"subnet": map[string]any{
-			"network_id": nw.Network.ID, "ip_version": 4, "cidr": cidr, "enable_dhcp": false,
-		}}, &sub); err != nil {
-			t.Fatal(err)
-		}
-		return nw.Network.ID, sub.Subnet.ID
+		return netID, subnetID
 	}
 	vxNet, vxSub := mkNet(map[string]any{"name": "tenant-vxlan"}, "10.0.0.0/24")
 	flatNet, flatSub := mkNet(map[string]any{"name": "tenant-flat", "provider:network_type": "flat",
 		"provider:physical_network": neutronlocal.PhysnetTenant}, "10.0.1.0/24")
 
 	routerAt := time.Now()
-	var router struct{ Router idObj }
+	var router struct{ Router struct{ ID string } }
 	if err := n.Do(ctx, http.MethodPost, "/routers", map[string]any{"router": map[string]any{
 		"name": "r1", "ha": true, "external_gateway_info": map[string]any{"network_id": extID},
 	}}, &router); err != nil {

@@ -94,18 +94,30 @@ func (p *Prober) LastReplyBefore(t time.Time) (time.Time, bool) {
 
 // LongestGap is the longest time without a reply between from and to.
 func (p *Prober) LongestGap(from, to time.Time) time.Duration {
+	_, gap := p.LongestGapAt(from, to)
+	return gap
+}
+
+// LongestGapAt is LongestGap with the time of the last reply before the
+// gap (from, if the gap starts there).
+func (p *Prober) LongestGapAt(from, to time.Time) (start time.Time, gap time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var gap time.Duration
 	prev := from
+	start = from
 	for _, r := range p.replies {
 		if r.Before(from) || r.After(to) {
 			continue
 		}
-		gap = max(gap, r.Sub(prev))
+		if d := r.Sub(prev); d > gap {
+			start, gap = prev, d
+		}
 		prev = r
 	}
-	return max(gap, to.Sub(prev))
+	if d := to.Sub(prev); d > gap {
+		start, gap = prev, d
+	}
+	return start, gap
 }
 
 // Lost is how many probes went unanswered between from and to.
