@@ -105,6 +105,9 @@ type Transition struct {
 	RouterID string
 	// State is agentapi.HAActive or agentapi.HAStandby.
 	State string
+	// Reason is why the router entered State (agentapi.Reason*), "" when
+	// the data plane cannot tell.
+	Reason string
 }
 
 // ReportFunc receives the data plane's HA transitions. It is safe for

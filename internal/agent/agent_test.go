@@ -212,7 +212,7 @@ func TestBatchCoalescing(t *testing.T) {
 
 		// A flurry of failovers, 10ms apart: one report, latest state each.
 		time.Sleep(time.Second)
-		for _, tr := range []Transition{{"r1", "standby"}, {"r2", "active"}, {"r1", "active"}, {"r3", "active"}, {"r2", "standby"}} {
+		for _, tr := range []Transition{{"r1", "standby", ""}, {"r2", "active", ""}, {"r1", "active", ""}, {"r3", "active", ""}, {"r2", "standby", ""}} {
 			if err := dp.SetState(tr.RouterID, tr.State); err != nil {
 				t.Fatal(err)
 			}

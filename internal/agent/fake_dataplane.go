@@ -17,8 +17,10 @@ import (
 // last reported for the router, and routers missing from the desired state are
 // forgotten (and reported again if they come back). A router whose HA flag or
 // VRID changes (legacy↔HA migration) is a new VRRP instance, as on a real
-// node, and reports its state again. SetState simulates a failover. It is
-// safe for concurrent use.
+// node, and reports its state again. The first state of a router is
+// reported with reason startup, the rule's later changes with none.
+// SetState and SetStateWithReason simulate a failover. It is safe for
+// concurrent use.
 type FakeDataplane struct {
 	mu        sync.Mutex
 	report    ReportFunc
@@ -37,7 +39,8 @@ func NewFakeDataplane() *FakeDataplane {
 
 // Start records report. A fake has nothing to adopt: a fresh one runs no
 // routers. Starting again (a restarted agent reusing the fake) reports the
-// state of every router it runs to the new report function.
+// state of every router it runs to the new report function, as adopted
+// (restart_adopted).
 func (f *FakeDataplane) Start(ctx context.Context, report ReportFunc) error {
 	if report == nil {
 		return errors.New("fake data plane: nil report function")
@@ -46,7 +49,7 @@ func (f *FakeDataplane) Start(ctx context.Context, report ReportFunc) error {
 	defer f.mu.Unlock()
 	f.report = report
 	for id, s := range f.states {
-		report(Transition{RouterID: id, State: s})
+		report(Transition{RouterID: id, State: s, Reason: agentapi.ReasonRestartAdopted})
 	}
 	return nil
 }
@@ -96,9 +99,13 @@ func (f *FakeDataplane) Apply(ctx context.Context, st agentapi.DesiredState) err
 	// Reported under the lock, so that reports of concurrent calls cannot
 	// overtake each other; ReportFunc never blocks.
 	for _, id := range order {
-		if f.states[id] != want[id] {
+		if prev, had := f.states[id]; !had || prev != want[id] {
 			f.states[id] = want[id]
-			f.report(Transition{RouterID: id, State: want[id]})
+			reason := ""
+			if !had {
+				reason = agentapi.ReasonStartup
+			}
+			f.report(Transition{RouterID: id, State: want[id], Reason: reason})
 		}
 	}
 	return nil
@@ -109,6 +116,12 @@ func (f *FakeDataplane) Apply(ctx context.Context, st agentapi.DesiredState) err
 // router's current state, and keeps it over the BindingIndex rule until the
 // router leaves the desired state.
 func (f *FakeDataplane) SetState(routerID, state string) error {
+	return f.SetStateWithReason(routerID, state, "")
+}
+
+// SetStateWithReason is SetState with the reason of the transition
+// (agentapi.Reason*), as a real data plane reports it.
+func (f *FakeDataplane) SetStateWithReason(routerID, state, reason string) error {
 	if state != agentapi.HAActive && state != agentapi.HAStandby {
 		return fmt.Errorf("fake data plane: state %q is neither %s nor %s", state, agentapi.HAActive, agentapi.HAStandby)
 	}
@@ -122,7 +135,7 @@ func (f *FakeDataplane) SetState(routerID, state string) error {
 	if cur != state {
 		f.states[routerID] = state
 		if f.report != nil {
-			f.report(Transition{RouterID: routerID, State: state})
+			f.report(Transition{RouterID: routerID, State: state, Reason: reason})
 		}
 	}
 	return nil

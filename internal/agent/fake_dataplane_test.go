@@ -57,13 +57,13 @@ func TestFakeDataplaneRule(t *testing.T) {
 		state map[string]int
 		want  []Transition
 	}{
-		{"first", map[string]int{"r1": 1, "r2": 2, "r3": 3}, []Transition{{"r1", "active"}, {"r2", "standby"}, {"r3", "standby"}}},
+		{"first", map[string]int{"r1": 1, "r2": 2, "r3": 3}, []Transition{{"r1", "active", "startup"}, {"r2", "standby", "startup"}, {"r3", "standby", "startup"}}},
 		{"same again: nothing", map[string]int{"r1": 1, "r2": 2, "r3": 3}, nil},
-		{"r2 promoted, r3 gone", map[string]int{"r1": 1, "r2": 1}, []Transition{{"r2", "active"}}},
-		{"r1 demoted", map[string]int{"r1": 2, "r2": 1}, []Transition{{"r1", "standby"}}},
-		{"r3 back: reported again", map[string]int{"r1": 2, "r2": 1, "r3": 3}, []Transition{{"r3", "standby"}}},
+		{"r2 promoted, r3 gone", map[string]int{"r1": 1, "r2": 1}, []Transition{{"r2", "active", ""}}},
+		{"r1 demoted", map[string]int{"r1": 2, "r2": 1}, []Transition{{"r1", "standby", ""}}},
+		{"r3 back: reported again", map[string]int{"r1": 2, "r2": 1, "r3": 3}, []Transition{{"r3", "standby", "startup"}}},
 		{"nothing", map[string]int{}, nil},
-		{"r1 back", map[string]int{"r1": 1}, []Transition{{"r1", "active"}}},
+		{"r1 back", map[string]int{"r1": 1}, []Transition{{"r1", "active", "startup"}}},
 	}
 	for _, s := range steps {
 		if err := dp.Apply(ctx, routers(s.state)); err != nil {
@@ -101,17 +101,17 @@ func TestFakeDataplaneSetState(t *testing.T) {
 	}
 	// Failover: r1 → standby, r2 → active; it sticks across applies.
 	dp.SetState("r1", agentapi.HAStandby)
-	dp.SetState("r2", agentapi.HAActive)
+	dp.SetStateWithReason("r2", agentapi.HAActive, agentapi.ReasonPeerLost)
 	dp.SetState("r2", agentapi.HAActive) // no change, no report
 	dp.Apply(ctx, routers(map[string]int{"r1": 1, "r2": 2}))
-	want := []Transition{{"r1", "standby"}, {"r2", "active"}}
+	want := []Transition{{"r1", "standby", ""}, {"r2", "active", "peer_lost"}}
 	if got := l.take(); !slices.Equal(got, want) {
 		t.Errorf("reported %v, want %v", got, want)
 	}
 	// Gone and back: the override is forgotten.
 	dp.Apply(ctx, routers(map[string]int{"r2": 2}))
 	dp.Apply(ctx, routers(map[string]int{"r1": 1, "r2": 2}))
-	want = []Transition{{"r1", "active"}}
+	want = []Transition{{"r1", "active", "startup"}}
 	if got := l.take(); !slices.Equal(got, want) {
 		t.Errorf("reported %v, want %v", got, want)
 	}
@@ -121,7 +121,7 @@ func TestFakeDataplaneSetState(t *testing.T) {
 	dp.Start(ctx, l2.report)
 	got := l2.take()
 	slices.SortFunc(got, func(a, b Transition) int { return cmp.Compare(a.RouterID, b.RouterID) })
-	want = []Transition{{"r1", "active"}, {"r2", "active"}}
+	want = []Transition{{"r1", "active", "restart_adopted"}, {"r2", "active", "restart_adopted"}}
 	if !slices.Equal(got, want) {
 		t.Errorf("Start reported %v, want %v", got, want)
 	}

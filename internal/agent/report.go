@@ -38,6 +38,7 @@ type reporter struct {
 	mu      sync.Mutex
 	pending map[string]string // router id → state, not yet accepted by the server
 	known   map[string]string // router id → latest state, of every router the agent has
+	why     map[string]string // router id → reason of its latest state (known's), "" if none
 	urgent  bool              // resend without waiting for a retry timer
 	// full makes the next report a re-assertion of every known router.
 	full bool
@@ -59,6 +60,7 @@ func newReporter(a *agent) *reporter {
 		wake:     make(chan struct{}, 1),
 		pending:  map[string]string{},
 		known:    map[string]string{},
+		why:      map[string]string{},
 		files:    map[string]string{},
 		bindings: map[string]string{},
 	}
@@ -81,6 +83,7 @@ func (r *reporter) report(t Transition) {
 	r.mu.Lock()
 	prev, had := r.known[t.RouterID]
 	r.known[t.RouterID] = t.State
+	r.why[t.RouterID] = t.Reason
 	r.pending[t.RouterID] = t.State
 	changed := !had || prev != t.State
 	if changed && r.a.cfg.StateDir != "" {
@@ -89,7 +92,7 @@ func (r *reporter) report(t Transition) {
 	r.mu.Unlock()
 	if changed {
 		r.a.transitions.WithLabelValues(t.State).Inc()
-		r.a.log.Info("HA state", "router_id", t.RouterID, "state", t.State, "previous", prev)
+		r.a.log.Info("HA state", "router_id", t.RouterID, "state", t.State, "previous", prev, "reason", t.Reason)
 	}
 	r.poke()
 }
@@ -137,6 +140,7 @@ func (r *reporter) keepOnly(st *agentapi.DesiredState) {
 	for id := range r.known {
 		if !keep[id] {
 			delete(r.known, id)
+			delete(r.why, id)
 			delete(r.pending, id)
 			if r.a.cfg.StateDir != "" {
 				r.files[id] = ""
@@ -252,6 +256,16 @@ func (r *reporter) send(ctx context.Context) (sent, full bool, err error) {
 		slices.Sort(rep.Changed)
 	} else {
 		rep.States = pending
+	}
+	// The reasons of the transitions sent: every state a router entered
+	// is pending until the server took it, and why holds its reason.
+	for id := range pending {
+		if why := r.why[id]; why != "" {
+			if rep.Reasons == nil {
+				rep.Reasons = map[string]string{}
+			}
+			rep.Reasons[id] = why
+		}
 	}
 	r.mu.Unlock()
 

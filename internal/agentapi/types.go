@@ -4,7 +4,10 @@
 // the agents' HTTP client; the server side lives in internal/server.
 package agentapi
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // HTTP paths of the agent endpoint. Every request carries the shared agent
 // token in the TokenHeader header; a missing or wrong token is 401.
@@ -174,4 +177,50 @@ type HAStateReport struct {
 	// ReassertSeconds is how often the host re-asserts its states; 0: not
 	// said (an agent that reports transitions only).
 	ReassertSeconds float64 `json:"reassert_seconds,omitempty"`
+	// Reasons says why transitions happened, keyed by router id: one of
+	// the Reason* values, for entries of States that are transitions
+	// (every entry of a transition report, the Changed entries of a
+	// re-assertion). Optional: agents before it send none, and a router
+	// without an entry has no reason its agent could tell (the server
+	// then records the transition with the reason it knows itself, or
+	// none). A reason the server does not know is recorded as none, so
+	// that a newer agent's reasons never make a report fail.
+	Reasons map[string]string `json:"reasons,omitempty"`
 }
+
+// Reasons of HA transitions (HAStateReport.Reasons, the server's
+// GET /v2.0/routers/{id}/ha_transitions). "" means not known.
+const (
+	// ReasonStartup: the router started on the node (a first state, or a
+	// first election that heard no master).
+	ReasonStartup = "startup"
+	// ReasonPeerLost: the master went silent (node, link or agent dead) and
+	// a backup took over; also a claim the server gave up because its agent
+	// is dead or stopped reporting.
+	ReasonPeerLost = "peer_lost"
+	// ReasonPeerResigned: the master resigned (VRRP priority 0, e.g. its
+	// agent stopped gracefully) and a backup took over.
+	ReasonPeerResigned = "peer_resigned"
+	// ReasonSwitchover: an operator moved the master on purpose. Nothing
+	// produces it yet.
+	ReasonSwitchover = "switchover"
+	// ReasonHealthCheck: a health check made the master give up. Nothing
+	// produces it yet.
+	ReasonHealthCheck = "health_check"
+	// ReasonSplitBrain: two masters at once, detected (both claim active)
+	// or healed (one yields to the other).
+	ReasonSplitBrain = "split_brain"
+	// ReasonAdminDown: the router was set administratively down, so its
+	// node stopped running it.
+	ReasonAdminDown = "admin_down"
+	// ReasonRestartAdopted: a restarted agent adopted the state its
+	// predecessor left running (a master stays master).
+	ReasonRestartAdopted = "restart_adopted"
+)
+
+// Reasons lists every reason, in a stable order.
+var Reasons = []string{ReasonStartup, ReasonPeerLost, ReasonPeerResigned, ReasonSwitchover,
+	ReasonHealthCheck, ReasonSplitBrain, ReasonAdminDown, ReasonRestartAdopted}
+
+// KnownReason reports whether r is one of Reasons.
+func KnownReason(r string) bool { return slices.Contains(Reasons, r) }

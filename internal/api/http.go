@@ -277,6 +277,12 @@ func (a *API) subResource(ctx context.Context, id Identity, res *resource, membe
 		}
 		out, err := a.routerL3Agents(ctx, id, memberID)
 		return http.StatusOK, out, err
+	case res.collection == "routers" && len(sub) == 1 && sub[0] == "ha_transitions":
+		if r.Method != http.MethodGet {
+			return 0, nil, errMethod
+		}
+		out, err := a.routerHATransitions(ctx, id, memberID, r.URL.Query())
+		return http.StatusOK, out, err
 	case res.collection == "agents" && len(sub) >= 1 && sub[0] == "l3-routers":
 		switch {
 		case len(sub) == 1 && r.Method == http.MethodGet:

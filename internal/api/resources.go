@@ -76,27 +76,25 @@ func (a *API) list(ctx context.Context, id Identity, res *resource, r *http.Requ
 			objs = objs[k:]
 		}
 	}
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 0 {
-			return nil, badRequest("Limit must be an integer 0 or greater and not '%s'", l)
+	n, err := parseLimit(q)
+	if err != nil {
+		return nil, err
+	}
+	if n > 0 && len(objs) > n {
+		rel, markerObj := "next", map[string]any(nil)
+		if reverse {
+			objs = objs[len(objs)-n:]
+			rel, markerObj = "previous", objs[0]
+		} else {
+			objs = objs[:n]
+			markerObj = objs[n-1]
 		}
-		if n > 0 && len(objs) > n {
-			rel, markerObj := "next", map[string]any(nil)
-			if reverse {
-				objs = objs[len(objs)-n:]
-				rel, markerObj = "previous", objs[0]
-			} else {
-				objs = objs[:n]
-				markerObj = objs[n-1]
-			}
-			next := url.Values{}
-			for k, v := range q {
-				next[k] = v
-			}
-			next.Set("marker", fmt.Sprint(markerObj["id"]))
-			out[res.collection+"_links"] = []any{map[string]any{"rel": rel, "href": baseURL(r) + "/v2.0/" + res.collection + "?" + next.Encode()}}
+		next := url.Values{}
+		for k, v := range q {
+			next[k] = v
 		}
+		next.Set("marker", fmt.Sprint(markerObj["id"]))
+		out[res.collection+"_links"] = []any{map[string]any{"rel": rel, "href": baseURL(r) + "/v2.0/" + res.collection + "?" + next.Encode()}}
 	}
 	fields := q["fields"]
 	list := make([]any, len(objs))
@@ -105,6 +103,20 @@ func (a *API) list(ctx context.Context, id Identity, res *resource, r *http.Requ
 	}
 	out[res.collection] = list
 	return out, nil
+}
+
+// parseLimit reads ?limit= as Neutron does: an integer 0 or greater, 0 (or
+// none) meaning no limit.
+func parseLimit(q url.Values) (int, error) {
+	l := q.Get("limit")
+	if l == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(l)
+	if err != nil || n < 0 {
+		return 0, badRequest("Limit must be an integer 0 or greater and not '%s'", l)
+	}
+	return n, nil
 }
 
 func (a *API) show(ctx context.Context, id Identity, res *resource, memberID string, r *http.Request) (any, error) {

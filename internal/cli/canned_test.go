@@ -221,6 +221,15 @@ const lbAgent = `{
 }`
 
 // one wraps a resource as {"key": resource}; many as {"key": [resources]}.
+// haTransitionsAnswer is a router's history as l3ha's server answers
+// GET /v2.0/routers/{id}/ha_transitions (oldest first).
+const haTransitionsAnswer = `{"ha_transitions": [
+  {"agent_id": "` + agentAID + `", "host": "l3-a", "from": "standby", "to": "active", "at": "2026-11-21T16:02:10Z", "reason": "startup"},
+  {"agent_id": "` + agentBID + `", "host": "l3-b", "from": "standby", "to": "active", "at": "2026-11-21T16:09:41Z", "reason": "peer_lost"},
+  {"agent_id": "` + agentAID + `", "host": "l3-a", "from": "active", "to": "standby", "at": "2026-11-21T16:09:41Z", "reason": "peer_lost"},
+  {"agent_id": "` + agentAID + `", "host": "l3-a", "from": "standby", "to": "active", "at": "2026-11-21T16:12:00Z", "reason": ""}
+]}`
+
 func one(key, res string) string { return `{"` + key + `": ` + res + `}` }
 
 func many(key string, res ...string) string {

@@ -149,7 +149,7 @@ func TestRegisterCommands(t *testing.T) {
 		"network create", "network list", "network show", "network delete",
 		"subnet create", "subnet list", "subnet show", "subnet delete",
 		"router create", "router list", "router show", "router update", "router delete",
-		"router add-interface", "router remove-interface", "router set-gateway", "router clear-gateway", "router agents",
+		"router add-interface", "router remove-interface", "router set-gateway", "router clear-gateway", "router agents", "router history",
 		"floatingip create", "floatingip associate", "floatingip disassociate", "floatingip list", "floatingip show", "floatingip delete",
 		"agent list",
 	}

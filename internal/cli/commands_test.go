@@ -413,6 +413,42 @@ func TestRouterVerbs(t *testing.T) {
 				agentAID + "  l3-a  True            :-)    active\n" +
 				agentBID + "  l3-b  True            xxx    standby\n",
 		},
+		{
+			name: "history",
+			args: []string{"router", "history", "ha-router"},
+			setup: func(f *fakeNeutron) {
+				withRouterNamed(f)
+				f.on("GET /v2.0/routers/"+routerID+"/ha_transitions", 200, haTransitionsAnswer)
+			},
+			want: []wantReq{
+				{"GET", "/v2.0/routers?name=ha-router", ""},
+				{"GET", "/v2.0/routers/" + routerID + "/ha_transitions", ""},
+			},
+			exact: "at                    host  from     to       reason     agent_id\n" +
+				"2026-11-21T16:02:10Z  l3-a  standby  active   startup    " + agentAID + "\n" +
+				"2026-11-21T16:09:41Z  l3-b  standby  active   peer_lost  " + agentBID + "\n" +
+				"2026-11-21T16:09:41Z  l3-a  active   standby  peer_lost  " + agentAID + "\n" +
+				"2026-11-21T16:12:00Z  l3-a  standby  active              " + agentAID + "\n",
+		},
+		{
+			name: "history with a limit, as JSON",
+			args: []string{"-o", "json", "router", "history", "--limit", "1", routerID},
+			setup: func(f *fakeNeutron) {
+				f.on("GET /v2.0/routers/"+routerID+"/ha_transitions?limit=1", 200,
+					`{"ha_transitions": [{"agent_id": "`+agentAID+`", "host": "l3-a", "from": "standby", "to": "active", "at": "2026-11-21T16:12:00Z", "reason": ""}]}`)
+			},
+			want:    []wantReq{{"GET", "/v2.0/routers/" + routerID + "/ha_transitions?limit=1", ""}},
+			wantOut: []string{"[", `"host": "l3-a"`, `"reason": ""`},
+		},
+		{
+			name: "history of a router the server does not show",
+			args: []string{"router", "history", routerID},
+			setup: func(f *fakeNeutron) {
+				f.on("GET /v2.0/routers/"+routerID+"/ha_transitions", 404, neutronError("RouterNotFound", "Router "+routerID+" could not be found"))
+			},
+			want:    []wantReq{{"GET", "/v2.0/routers/" + routerID + "/ha_transitions", ""}},
+			wantErr: "Router " + routerID + " could not be found",
+		},
 	})
 }
 

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -18,7 +20,7 @@ func (a *app) routerCmd() *cobra.Command {
 	cmd.AddCommand(
 		a.routerCreateCmd(), a.routerListCmd(), a.routerShowCmd(), a.routerUpdateCmd(), a.routerDeleteCmd(),
 		a.routerInterfaceCmd(true), a.routerInterfaceCmd(false),
-		a.routerSetGatewayCmd(), a.routerClearGatewayCmd(), a.routerAgentsCmd(),
+		a.routerSetGatewayCmd(), a.routerClearGatewayCmd(), a.routerAgentsCmd(), a.routerHistoryCmd(),
 	)
 	return cmd
 }
@@ -331,6 +333,37 @@ func (a *app) routerAgentsCmd() *cobra.Command {
 			{header: "alive", key: "alive", format: formatAlive},
 			col("ha_state"),
 		}, nil)
+	})
+	return cmd
+}
+
+func (a *app) routerHistoryCmd() *cobra.Command {
+	var limit int
+	cmd := &cobra.Command{
+		Use:   "history [--limit N] ROUTER",
+		Short: "List a router's HA transitions, oldest first, with their reasons (admin)",
+		Long: "List the HA transitions of a router's bindings that the server recorded\n" +
+			"(GET /v2.0/routers/{id}/ha_transitions), oldest first: when, on which host,\n" +
+			"from and to which ha_state, and why (startup, peer_lost, peer_resigned,\n" +
+			"split_brain, admin_down, restart_adopted, ...; empty when not known).\n" +
+			"--limit N shows the newest N.",
+		Args: cobra.ExactArgs(1),
+	}
+	cmd.Flags().IntVar(&limit, "limit", 0, "show only the newest N transitions (0: all the server keeps)")
+	cmd.RunE = a.run(func(ctx context.Context, s *session, cmd *cobra.Command, args []string) error {
+		routerID, err := s.resolve(ctx, kindRouter, args[0])
+		if err != nil {
+			return err
+		}
+		var q url.Values
+		if cmd.Flags().Changed("limit") {
+			q = url.Values{"limit": {strconv.Itoa(limit)}}
+		}
+		raw, err := s.c.get(ctx, kindRouter.path(routerID)+"/ha_transitions", q, "ha_transitions")
+		if err != nil {
+			return err
+		}
+		return s.list(raw, []column{col("at"), col("host"), col("from"), col("to"), col("reason"), col("agent_id")}, nil)
 	})
 	return cmd
 }

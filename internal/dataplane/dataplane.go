@@ -28,8 +28,10 @@ import (
 // HADriver runs VRRP for the node's HA routers.
 type HADriver interface {
 	// Start adopts the VRRP instances already running on the node and from
-	// then on reports every router's state (agentapi.HAActive/HAStandby).
-	Start(ctx context.Context, report func(routerID, state string)) error
+	// then on reports every router's state (agentapi.HAActive/HAStandby)
+	// with the reason of the transition (agentapi.Reason*, "" if the
+	// driver cannot tell).
+	Start(ctx context.Context, report func(routerID, state, reason string)) error
 	// Ensure runs (or updates) VRRP for r; its devices exist.
 	Ensure(ctx context.Context, r HARouter) error
 	// Remove stops VRRP for a router (a master resigns first).
@@ -66,6 +68,7 @@ type Linux struct {
 	cfg    Config
 	driver HADriver
 	log    *slog.Logger
+	report agent.ReportFunc // set by Start
 
 	mu      sync.Mutex
 	skipped map[string]string // router or network id → reason last logged
@@ -85,8 +88,9 @@ func New(cfg Config, driver HADriver) *Linux {
 // Start implements agent.Dataplane: the HA driver adopts running VRRP
 // instances (so a restarted agent disturbs no master) and reports states.
 func (l *Linux) Start(ctx context.Context, report agent.ReportFunc) error {
-	return l.driver.Start(ctx, func(routerID, state string) {
-		report(agent.Transition{RouterID: routerID, State: state})
+	l.report = report
+	return l.driver.Start(ctx, func(routerID, state, reason string) {
+		report(agent.Transition{RouterID: routerID, State: state, Reason: reason})
 	})
 }
 
@@ -125,7 +129,7 @@ func (l *Linux) Apply(ctx context.Context, st agentapi.DesiredState) error {
 	for id := range p.Skipped {
 		wanted[linux.RouterNamespace(id, l.cfg.Suffix)] = true
 	}
-	if err := l.removeStaleRouters(ctx, wanted); err != nil {
+	if err := l.removeStaleRouters(ctx, wanted, adminDownHA(st)); err != nil {
 		errs = append(errs, err)
 	}
 	if !l.cfg.ExternalL2 {
@@ -259,11 +263,33 @@ func (l *Linux) removeStaleDevices(ns string, want map[string]bool) error {
 	return nil
 }
 
-func (l *Linux) removeStaleRouters(ctx context.Context, wanted map[string]bool) error {
+// adminDownHA is the set of HA routers of st that are administratively
+// down: not run, though still bound to the node.
+func adminDownHA(st agentapi.DesiredState) map[string]bool {
+	out := map[string]bool{}
+	for _, r := range st.Routers {
+		if r.HA && !r.AdminStateUp {
+			out[r.ID] = true
+		}
+	}
+	return out
+}
+
+// removeStaleRouters removes the routers not wanted. A router the HA
+// driver ran that goes because it is admin down (adminDown) is reported
+// standby with reason admin_down: the driver reports nothing for a router
+// it removes, and the router is still the node's.
+func (l *Linux) removeStaleRouters(ctx context.Context, wanted, adminDown map[string]bool) error {
 	var errs []error
 	running := map[string]bool{}
 	for _, id := range l.driver.Running() {
 		running[id] = true
+	}
+	removed := func(id string) {
+		if running[id] && adminDown[id] && l.report != nil {
+			l.report(agent.Transition{RouterID: id, State: agentapi.HAStandby, Reason: agentapi.ReasonAdminDown})
+		}
+		delete(running, id)
 	}
 	nss, err := linux.ListNamespaces(linux.PrefixRouterNS)
 	if err != nil {
@@ -279,7 +305,7 @@ func (l *Linux) removeStaleRouters(ctx context.Context, wanted map[string]bool) 
 			errs = append(errs, fmt.Errorf("stopping VRRP of router %s: %w", id, err))
 			continue
 		}
-		delete(running, id)
+		removed(id)
 		if err := linux.DeleteNamespace(ns); err != nil {
 			errs = append(errs, err)
 			continue
@@ -290,7 +316,9 @@ func (l *Linux) removeStaleRouters(ctx context.Context, wanted map[string]bool) 
 		if !wanted[linux.RouterNamespace(id, l.cfg.Suffix)] {
 			if err := l.driver.Remove(ctx, id); err != nil {
 				errs = append(errs, err)
+				continue
 			}
+			removed(id)
 		}
 	}
 	return errors.Join(errs...)

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/l3ha/l3ha/internal/agentapi"
 	"github.com/l3ha/l3ha/internal/keepalived"
 )
 
@@ -15,6 +16,10 @@ type KeepalivedDriver struct {
 	opts     keepalived.Options
 	settings keepalived.Settings
 	m        *keepalived.Manager
+
+	mu        sync.Mutex
+	adopting  bool            // within Start's Adopt
+	firstSeen map[string]bool // routers whose first state was reported
 }
 
 // NewKeepalivedDriver returns the driver; settings carry the VRRP options
@@ -25,15 +30,44 @@ func NewKeepalivedDriver(opts keepalived.Options, settings keepalived.Settings) 
 
 // Start implements HADriver: running keepalived processes are adopted, not
 // restarted, so masters stay masters across agent restarts.
-func (d *KeepalivedDriver) Start(ctx context.Context, report func(routerID, state string)) error {
-	d.opts.OnTransition = report
+//
+// keepalived tells a router's new state, not why it changed, so the
+// reasons are what the driver itself knows: the first state of a router
+// whose keepalived it adopted (reported before Adopt returns) is
+// restart_adopted, the first state of one it started is startup, and every
+// later transition has none ("").
+func (d *KeepalivedDriver) Start(ctx context.Context, report func(routerID, state, reason string)) error {
+	d.mu.Lock()
+	d.firstSeen = map[string]bool{}
+	d.adopting = true
+	d.mu.Unlock()
+	d.opts.OnTransition = func(id, state string) { report(id, state, d.reasonOf(id)) }
 	m, err := keepalived.New(d.opts)
 	if err != nil {
 		return err
 	}
 	d.m = m
 	_, err = m.Adopt(ctx)
+	d.mu.Lock()
+	d.adopting = false
+	d.mu.Unlock()
 	return err
+}
+
+// reasonOf is the reason of the state the router's watcher just reported
+// (see Start).
+func (d *KeepalivedDriver) reasonOf(routerID string) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch {
+	case d.firstSeen[routerID]:
+		return ""
+	case d.adopting:
+		d.firstSeen[routerID] = true
+		return agentapi.ReasonRestartAdopted
+	}
+	d.firstSeen[routerID] = true
+	return agentapi.ReasonStartup
 }
 
 // Stop implements HADriver. Resigning stops each keepalived, which sends
@@ -99,7 +133,13 @@ func (d *KeepalivedDriver) advert() time.Duration {
 func (d *KeepalivedDriver) Remove(ctx context.Context, routerID string) error {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	return d.m.Remove(ctx, routerID)
+	err := d.m.Remove(ctx, routerID)
+	if err == nil {
+		d.mu.Lock()
+		delete(d.firstSeen, routerID) // started again: startup again
+		d.mu.Unlock()
+	}
+	return err
 }
 
 // Running implements HADriver.

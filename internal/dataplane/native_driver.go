@@ -75,15 +75,61 @@ func (d *NativeDriver) Engine() *engine.Engine { return d.e }
 // once (masters stay masters) and their states reported. The engine runs
 // until Stop, not until ctx ends: the agent cancels ctx first and then says
 // with Stop whether its masters resign.
-func (d *NativeDriver) Start(ctx context.Context, report func(routerID, state string)) error {
-	return d.e.Start(context.WithoutCancel(ctx), func(id string, st vrrp.State) {
+func (d *NativeDriver) Start(ctx context.Context, report func(routerID, state, reason string)) error {
+	return d.e.Start(context.WithoutCancel(ctx), func(id string, st vrrp.State, cause vrrp.Cause) {
 		switch st {
 		case vrrp.Master:
-			report(id, agentapi.HAActive)
+			report(id, agentapi.HAActive, nativeReason(cause))
 		case vrrp.Backup:
-			report(id, agentapi.HAStandby)
+			report(id, agentapi.HAStandby, nativeReason(cause))
 		}
 	})
+}
+
+// nativeReason is the reason (agentapi.Reason*) of a transition the native
+// engine reports with cause:
+//
+//	cause            reason           because
+//	startup          startup          the router started here (as backup,
+//	                                  or electing itself with no master
+//	                                  heard since it started)
+//	address_owner    startup          priority 255 takes over at start
+//	                                  (l3ha never configures it)
+//	adopted          restart_adopted  a restarted agent's engine found the
+//	                                  node master and kept it so
+//	master_down      peer_lost        the master went silent (its node,
+//	                                  link or agent died)
+//	master_resigned  peer_resigned    the master sent priority 0 (its agent
+//	                                  stopped gracefully, or its router went)
+//	higher_priority  split_brain      a master heard another, better master:
+//	                                  there were two, now one
+//	preempt          ""               a backup that outranks a live master
+//	                                  took over (l3ha runs nopreempt, as
+//	                                  Neutron: it does not happen)
+//	resign, shutdown ""               this node stopped the router: an agent
+//	                                  stopping (whose report never leaves)
+//	                                  or a router removed; one removed
+//	                                  because it is admin down is reported
+//	                                  by Linux.Apply with admin_down
+//	fault            ""               the ha- device went down; none of the
+//	                                  reasons says that (health_check is
+//	                                  for health checks, still to come)
+//
+// switchover and health_check have no VRRP cause yet.
+func nativeReason(c vrrp.Cause) string {
+	switch c {
+	case vrrp.CauseStartup, vrrp.CauseOwner:
+		return agentapi.ReasonStartup
+	case vrrp.CauseAdopted:
+		return agentapi.ReasonRestartAdopted
+	case vrrp.CauseMasterDown:
+		return agentapi.ReasonPeerLost
+	case vrrp.CauseMasterResigned:
+		return agentapi.ReasonPeerResigned
+	case vrrp.CauseHigherPriority:
+		return agentapi.ReasonSplitBrain
+	}
+	return ""
 }
 
 // Ensure implements HADriver.

@@ -123,9 +123,9 @@ func TestKernelNativeDriver(t *testing.T) {
 		_ = d.Stop(context.Background(), false)
 		cancel()
 	})
-	if err := d.Start(ctx, func(id, st string) {
+	if err := d.Start(ctx, func(id, st, reason string) {
 		mu.Lock()
-		reports = append(reports, st)
+		reports = append(reports, st+"/"+reason)
 		mu.Unlock()
 	}); err != nil {
 		t.Fatal(err)
@@ -151,7 +151,9 @@ func TestKernelNativeDriver(t *testing.T) {
 		mu.Lock()
 		got := slices.Clone(reports)
 		mu.Unlock()
-		if slices.Equal(got, []string{agentapi.HAStandby, agentapi.HAActive}) && holds() {
+		// Alone on its HA network, it starts as backup and elects itself
+		// without having heard a master: both at startup.
+		if slices.Equal(got, []string{agentapi.HAStandby + "/" + agentapi.ReasonStartup, agentapi.HAActive + "/" + agentapi.ReasonStartup}) && holds() {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -334,7 +334,9 @@ func (s *Server) desired() *agentapi.DesiredState {
 	return st
 }
 
-// ReportHAStates implements agent.Server with update_ha_routers_states.
+// ReportHAStates implements agent.Server with update_ha_routers_states,
+// which takes states only: the transitions' reasons (rep.Reasons) are l3ha's
+// and are not sent.
 func (s *Server) ReportHAStates(ctx context.Context, rep agentapi.HAStateReport) error {
 	if len(rep.States) == 0 {
 		return nil

@@ -20,8 +20,9 @@ import (
 )
 
 type metrics struct {
-	haReports  *prometheus.CounterVec
-	heartbeats prometheus.Counter
+	haReports   *prometheus.CounterVec
+	heartbeats  prometheus.Counter
+	transitions *prometheus.CounterVec // by reason (transitions.go)
 }
 
 func newMetrics() *metrics {
@@ -32,6 +33,7 @@ func newMetrics() *metrics {
 		heartbeats: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "l3ha_server_agent_heartbeats_total", Help: "Agent heartbeats received.",
 		}),
+		transitions: newTransitionsCounter(),
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -129,7 +130,13 @@ func wantSplitBrain(t *testing.T, srv *servertest.Instance, want int) {
 // router bound to both, and returns the server and the router's id.
 func fsRouter(t *testing.T, backend string) (*servertest.Instance, string) {
 	t.Helper()
-	srv := servertest.Start(t, servertest.Options{Backend: backend})
+	return fsRouterOf(t, servertest.Options{Backend: backend})
+}
+
+// fsRouterOf is fsRouter with a server started with o.
+func fsRouterOf(t *testing.T, o servertest.Options) (*servertest.Instance, string) {
+	t.Helper()
+	srv := servertest.Start(t, o)
 	fsHeartbeat(t, srv, "net1")
 	fsHeartbeat(t, srv, "net2")
 	var created struct{ Router map[string]any }
@@ -330,16 +337,12 @@ func TestTransitionSupersedesStaleActive(t *testing.T) {
 
 // TestStaleActiveOfDeadAgentIsNotSplitBrain: a dead agent's active binding
 // is shown standby (as before issue 12) and never counts as a fresh claim,
-// even within its freshness window.
+// even within its freshness window; when another agent claims the router,
+// the server gives the dead one's claim up and records it as lost, with
+// the dead agent's host, beside the takeover.
 func TestStaleActiveOfDeadAgentIsNotSplitBrain(t *testing.T) {
-	srv := servertest.Start(t, servertest.Options{AgentDownTime: 3 * time.Second})
-	fsHeartbeat(t, srv, "net1")
-	fsHeartbeat(t, srv, "net2")
-	var created struct{ Router map[string]any }
-	if err := call(srv.URL, "POST", "/v2.0/routers", map[string]any{"router": map[string]any{"name": "r", "ha": true}}, &created); err != nil {
-		t.Fatal(err)
-	}
-	id := created.Router["id"].(string)
+	srv, id := fsRouterOf(t, servertest.Options{AgentDownTime: 3 * time.Second})
+	ids := map[string]string{"net1": fsHeartbeat(t, srv, "net1"), "net2": fsHeartbeat(t, srv, "net2")}
 	fsReport(t, srv, transitionOf("net1", id, "active"))
 	fsReport(t, srv, transitionOf("net2", id, "standby"))
 	// net2 keeps heartbeating; net1 dies.
@@ -367,12 +370,21 @@ func TestStaleActiveOfDeadAgentIsNotSplitBrain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	want := []histRow{
+		{"net1", "standby", "active", ""},
+		{"net2", "standby", "active", "peer_lost"},
+		{"net1", "active", "standby", "peer_lost"},
+	}
+	if got := history(t, srv, id, "", ids); !slices.Equal(got, want) {
+		t.Fatalf("history\n%v\nwant\n%v", got, want)
+	}
 }
 
 // TestReassertOf1000RoutersIsCheap: a re-assertion of 1000 routers that
 // changes nothing is a quiet write (no revision bump, so no long-poll
-// wakes up) that changes nothing but the report times; one that changes one
-// router's state changes that router alone.
+// wakes up) that changes nothing but the report times, and records no HA
+// transition; one that changes one router's state changes that router
+// alone: its binding and one transition.
 func TestReassertOf1000RoutersIsCheap(t *testing.T) {
 	const n = 1000
 	for _, backend := range servertest.Backends(t) {
@@ -450,8 +462,8 @@ func TestReassertOf1000RoutersIsCheap(t *testing.T) {
 				t.Fatal(err)
 			}
 			d := fsDiff(after, after2)
-			if strings.Count(d, "\n") != 2 || !strings.Contains(d, ids[0]) {
-				t.Errorf("diff after one router's failover:\n%s\nwant that router's binding alone", d)
+			if strings.Count(d, "\n") != 3 || strings.Count(d, ids[0]) != 3 || strings.Count(d, "ha_transitions: + ") != 1 {
+				t.Errorf("diff after one router's failover:\n%s\nwant that router's binding and one transition alone", d)
 			}
 			if got := db.Revision(); got != rev {
 				t.Errorf("revision %d → %d after an ha_state report", rev, got)

@@ -71,11 +71,13 @@ type haOutcome struct {
 	ongoing   []string  // routers whose split brain this report re-asserted
 	unbound   []string  // routers no longer bound to the agent
 	refreshed int       // routers whose state was only confirmed
+	// transitions are the history rows written (transitions.go).
+	transitions []store.HATransition
 }
 
-type haChange struct{ routerID, state, previous string }
+type haChange struct{ routerID, state, previous, reason string }
 
-type haDemotion struct{ routerID, agentID, host string }
+type haDemotion struct{ routerID, agentID, host, reason string }
 
 type haSplit struct {
 	routerID string
@@ -124,6 +126,7 @@ func (s *Server) haStates(w http.ResponseWriter, r *http.Request) error {
 		}
 		break
 	}
+	s.recorded(out.transitions)
 	s.logHAOutcome(&rep, transition, &out)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -223,6 +226,7 @@ func (s *Server) recordHAStates(tx *store.Tx, rep *agentapi.HAStateReport, trans
 		}
 	}
 
+	reasons := s.reasonsOf(rep)
 	byRouter := map[string][]store.Binding{}
 	for chunk := range slices.Chunk(ids, 1000) {
 		bs, err := tx.ListBindings(store.Where{"router_id": chunk})
@@ -251,6 +255,8 @@ func (s *Server) recordHAStates(tx *store.Tx, rep *agentapi.HAStateReport, trans
 			continue
 		}
 		var demote, keep []store.Binding
+		var demoteFresh []bool
+		superseded := false // a stale or dead claim gives way
 		if st == agentapi.HAActive {
 			for _, o := range others {
 				ok, err := fresh(o)
@@ -258,7 +264,8 @@ func (s *Server) recordHAStates(tx *store.Tx, rep *agentapi.HAStateReport, trans
 					return err
 				}
 				if trans || !ok {
-					demote = append(demote, o)
+					demote, demoteFresh = append(demote, o), append(demoteFresh, ok)
+					superseded = superseded || !ok
 				} else {
 					keep = append(keep, o)
 				}
@@ -272,14 +279,40 @@ func (s *Server) recordHAStates(tx *store.Tx, rep *agentapi.HAStateReport, trans
 		} else {
 			unchanged[st] = append(unchanged[st], id)
 		}
-		if changed {
-			out.changed = append(out.changed, haChange{id, st, mine.HAState})
+		said := ""
+		if trans {
+			said = reasons[id]
 		}
-		for _, o := range demote {
+		if changed {
+			reason, err := ownReason(said, trans, len(keep) > 0, shownState(mine.HAState), st, superseded, func() (bool, error) {
+				for _, o := range others {
+					if ok, err := fresh(o); err != nil || ok {
+						return ok, err
+					}
+				}
+				return false, nil
+			})
+			if err != nil {
+				return err
+			}
+			out.changed = append(out.changed, haChange{id, st, mine.HAState, reason})
+			out.transitions = append(out.transitions, store.HATransition{RouterID: id, AgentID: a.ID, Host: a.Host,
+				From: shownState(mine.HAState), To: st, Reason: reason})
+			// The takeover's reason, for the claims it demotes.
+			said = reason
+		}
+		for i, o := range demote {
 			if _, err := tx.SetHAState(id, o.AgentID, agentapi.HAStandby); err != nil {
 				return err
 			}
-			out.demoted = append(out.demoted, haDemotion{id, o.AgentID, agents[o.AgentID].Host})
+			reason := said
+			if !demoteFresh[i] {
+				reason = agentapi.ReasonPeerLost
+			}
+			host := agents[o.AgentID].Host
+			out.demoted = append(out.demoted, haDemotion{id, o.AgentID, host, reason})
+			out.transitions = append(out.transitions, store.HATransition{RouterID: id, AgentID: o.AgentID, Host: host,
+				From: agentapi.HAActive, To: agentapi.HAStandby, Reason: reason})
 		}
 		if len(keep) > 0 {
 			if changed {
@@ -320,6 +353,11 @@ func (s *Server) recordHAStates(tx *store.Tx, rep *agentapi.HAStateReport, trans
 			return fmt.Errorf("refreshing ha_state of %d routers touched %d bindings, with the write lock held", len(l), n)
 		}
 		out.refreshed += n
+	}
+	if len(out.transitions) > 0 {
+		if err := tx.InsertHATransitions(out.transitions); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -382,11 +420,12 @@ func (s *Server) logHAOutcome(rep *agentapi.HAStateReport, transition map[string
 		}
 	}
 	for _, c := range out.changed {
-		s.log.Info("ha_state reported", "router_id", c.routerID, "host", rep.Host, "ha_state", c.state, "previous", c.previous, "transition", transition[c.routerID])
+		s.log.Info("ha_state reported", "router_id", c.routerID, "host", rep.Host, "ha_state", c.state, "previous", c.previous,
+			"transition", transition[c.routerID], "reason", c.reason)
 	}
 	for _, d := range out.demoted {
 		s.log.Warn("router reported active by a new master; the previous active binding is now shown standby (it shows active again at its next re-assertion if it still is master: split brain)",
-			"router_id", d.routerID, "host", rep.Host, "previous_host", d.host, "previous_agent_id", d.agentID)
+			"router_id", d.routerID, "host", rep.Host, "previous_host", d.host, "previous_agent_id", d.agentID, "reason", d.reason)
 	}
 	for _, sp := range out.split {
 		s.log.Warn("split brain: router active on more than one agent, all shown active until one steps down",

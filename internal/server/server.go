@@ -57,6 +57,8 @@ var Options = []config.Option{
 	{Name: "agent_down_time", Default: "75", Usage: "seconds without heartbeat after which an agent is dead"},
 	{Name: "router_auto_schedule", Default: "true", Usage: "give joining agents the routers that have too few agents"},
 	{Name: "allow_automatic_l3agent_failover", Default: "false", Usage: "move legacy routers off agents dead for 2×agent_down_time"},
+	{Name: "ha_transitions_max_age", Default: "604800", Usage: "seconds (or a duration such as 168h) the HA transitions of GET /v2.0/routers/{id}/ha_transitions are kept"},
+	{Name: "ha_transitions_per_router", Default: "1000", Usage: "HA transitions kept per router (older ones go, whichever of this and ha_transitions_max_age keeps fewer)"},
 	{Name: "debug", Default: "false", Usage: "log every request"},
 	// [keystone_authtoken], keystonemiddleware's names.
 	{Section: ksSection, Name: "www_authenticate_uri", Usage: "Keystone URL clients are sent to in 401s (default: auth_url)"},
@@ -90,8 +92,15 @@ type Config struct {
 	HA                ha.Config
 	AutoSchedule      bool
 	AutomaticFailover bool
-	Debug             bool
+	// Transitions bounds the HA transitions kept (zero fields:
+	// DefaultTransitionRetention's).
+	Transitions store.HATransitionRetention
+	Debug       bool
 }
+
+// DefaultTransitionRetention is ha_transitions_max_age and
+// ha_transitions_per_router by default: a week, 1000 per router.
+var DefaultTransitionRetention = store.HATransitionRetention{MaxAge: 7 * 24 * time.Hour, PerRouter: 1000}
 
 // RegisterFlags declares the server options on flags.
 func RegisterFlags(flags *pflag.FlagSet) *config.Set { return config.New(flags, Options) }
@@ -122,6 +131,7 @@ func Load(set *config.Set, log *slog.Logger) (*Config, error) {
 		PhysicalNetwork: v.String("l3_ha_network_physical_name"), VNIs: ipam.VNIRange{Min: lo, Max: hi},
 		AgentDownTime: v.Seconds("agent_down_time"), RoutersPerNetwork: v.Int("l3_ha_routers_per_network", 1),
 	}
+	c.Transitions = store.HATransitionRetention{MaxAge: v.Seconds("ha_transitions_max_age"), PerRouter: v.Int("ha_transitions_per_router", 1)}
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
@@ -303,6 +313,7 @@ type Server struct {
 	handler http.Handler
 	built   builtStates   // last desired state built per host (agents.go)
 	certs   *certReloader // nil: plain HTTP
+	history *transitionLog
 }
 
 // New opens the database and builds the server.
@@ -319,12 +330,13 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	m := ha.NewManager(cfg.HA, log)
-	s := &Server{cfg: cfg, db: db, ha: m, log: log, metrics: newMetrics(), certs: certs}
+	s := &Server{cfg: cfg, db: db, ha: m, log: log, metrics: newMetrics(), certs: certs, history: newTransitionLog(cfg.Transitions)}
 	s.api = api.New(db, m, cfg.Auth, api.Options{DefaultHA: cfg.DefaultHA, VNIs: cfg.HA.VNIs}, log)
 	mux := http.NewServeMux()
 	mux.Handle("/agent/v1/", s.agentEndpoint())
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), s.metrics.haReports, s.metrics.heartbeats, s.SplitBrainCollector())
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), s.metrics.haReports, s.metrics.heartbeats,
+		s.metrics.transitions, s.SplitBrainCollector())
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.Handle("/", s.api.Handler())
 	s.handler = mux
@@ -362,6 +374,7 @@ func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 		ErrorLog: slog.NewLogLogger(s.log.With("component", "http").Handler(), slog.LevelWarn),
 	}
 	go s.monitorAgents(ctx)
+	go s.pruneTransitions(ctx)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	s.log.Info("l3ha server listening", "addr", ln.Addr().String(), "scheme", scheme, "database", redact(s.cfg.Database))

@@ -5,10 +5,12 @@
 package servertest
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -28,6 +30,7 @@ import (
 	"github.com/l3ha/l3ha/internal/ha"
 	"github.com/l3ha/l3ha/internal/ipam"
 	"github.com/l3ha/l3ha/internal/server"
+	"github.com/l3ha/l3ha/internal/store"
 )
 
 // PostgresEnv names the variable holding the URL of a PostgreSQL server the
@@ -129,6 +132,9 @@ type Options struct {
 	AgentCredentials server.AgentCredentials
 	// TLSCert and TLSKey (PEM files) make the server serve https.
 	TLSCert, TLSKey string
+	// Transitions bounds the HA transition history (zero fields: the
+	// server's defaults).
+	Transitions store.HATransitionRetention
 }
 
 // Instance is a running test server.
@@ -183,6 +189,7 @@ func Start(t testing.TB, o Options) *Instance {
 		cfg.AgentCredentials = o.AgentCredentials
 	}
 	cfg.TLSCert, cfg.TLSKey = o.TLSCert, o.TLSKey
+	cfg.Transitions = o.Transitions
 	log := Logger(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	srv, err := server.New(ctx, cfg, log)
@@ -326,6 +333,37 @@ func fakeLocalIP(host string) string {
 		h = h*31 + c
 	}
 	return fmt.Sprintf("192.0.2.%d", 1+int(h)%250)
+}
+
+// Call sends a JSON request to the API at base (noauth without identity
+// headers: the admin) and decodes the answer into out (nil: dropped); a
+// status of 300 or more is an error with the NeutronError body.
+func Call(base, method, path string, body, out any) error {
+	var buf bytes.Buffer
+	if body != nil {
+		if err := json.NewEncoder(&buf).Encode(body); err != nil {
+			return err
+		}
+	}
+	req, err := http.NewRequest(method, base+path, &buf)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var e map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		return fmt.Errorf("%s %s: %d %v", method, path, resp.StatusCode, e)
+	}
+	if out != nil {
+		return json.NewDecoder(resp.Body).Decode(out)
+	}
+	return nil
 }
 
 // Eventually polls cond every 20ms until it returns nil or timeout passes,

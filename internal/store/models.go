@@ -743,11 +743,12 @@ func (t *Tx) CountRouters(w Where) (int, error) {
 	return n, err
 }
 
-// DeleteRouter removes a router (bindings and VRID go with it).
+// DeleteRouter removes a router (bindings, VRID and HA transitions go with
+// it).
 func (t *Tx) DeleteRouter(id string) error {
 	t.touchRouter(id) // its bindings go too: the hosts holding it rebuild
 	t.bindingsUnknown()
-	for _, q := range []string{"DELETE FROM router_bindings WHERE router_id=?", "DELETE FROM ha_vrids WHERE router_id=?", "DELETE FROM routers WHERE id=?"} {
+	for _, q := range []string{"DELETE FROM router_bindings WHERE router_id=?", "DELETE FROM ha_vrids WHERE router_id=?", "DELETE FROM ha_transitions WHERE router_id=?", "DELETE FROM routers WHERE id=?"} {
 		if _, err := t.exec(q, id); err != nil {
 			return fmt.Errorf("deleting router %s: %w", id, err)
 		}

@@ -42,6 +42,8 @@ func TestStore(t *testing.T) {
 		{"WriteQuietDoesNotBump", testWriteQuiet},
 		{"FailedWriteRollsBack", testFailedWriteRollsBack},
 		{"NotifyAcrossHandles", testNotifyAcrossHandles},
+		{"HATransitionsRoundTrip", testHATransitionsRoundTrip},
+		{"HATransitionsPruning", testHATransitionsPruning},
 	}
 	for _, backend := range servertest.Backends(t) {
 		t.Run(backend, func(t *testing.T) {

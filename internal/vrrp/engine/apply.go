@@ -33,6 +33,7 @@ type job struct {
 	report   bool
 	suppress bool
 	state    vrrp.State
+	cause    vrrp.Cause // why the router entered state
 	// Left over from earlier specs, to remove.
 	staleAddrs []Address
 	staleDevs  []string
@@ -277,7 +278,7 @@ func (e *Engine) finish(id string, j *job, err error) {
 		e.reported[id] = j.state
 		e.mu.Unlock()
 		if !had || last != j.state {
-			report(id, j.state)
+			report(id, j.state, j.cause)
 		}
 	}
 	if j.suppress {

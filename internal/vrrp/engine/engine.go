@@ -292,8 +292,17 @@ func (o *Options) sendInterval() time.Duration {
 
 // Report receives the state of a router: vrrp.Master or vrrp.Backup, first
 // the state it starts in (adopted or not), then every change, each once the
-// data plane matches it. Calls for one router are sequential.
-type Report func(routerID string, state vrrp.State)
+// data plane matches it, with why the router entered it: the machine's
+// vrrp.Cause (a backup that elects itself without having heard a master
+// since it started says vrrp.CauseStartup rather than
+// vrrp.CauseMasterDown), or CauseFault. When changes coalesce (a flap over
+// before the data plane followed it) the cause is the last one's. Calls for
+// one router are sequential.
+type Report func(routerID string, state vrrp.State, cause vrrp.Cause)
+
+// CauseFault is the cause of a router's stop (reported as backup) when its
+// ha- device went down (see enterFault).
+const CauseFault vrrp.Cause = "fault"
 
 // Status is a router as the engine sees it.
 type Status struct {
@@ -380,7 +389,7 @@ func (e *Engine) Options() Options { return e.opts }
 // adopted (its namespace is gone) is forgotten; other failures are logged.
 func (e *Engine) Start(ctx context.Context, report Report) error {
 	if report == nil {
-		report = func(string, vrrp.State) {}
+		report = func(string, vrrp.State, vrrp.Cause) {}
 	}
 	e.mu.Lock()
 	if e.started {

@@ -81,6 +81,12 @@ func TestKernelHADeviceDownIsAFault(t *testing.T) {
 	if got := m.te.rec.states(id); !slices.Equal(got, []vrrp.State{vrrp.Backup, vrrp.Master, vrrp.Backup}) {
 		t.Errorf("faulted master reported %v", got)
 	}
+	if got := m.te.rec.causes(id); !slices.Equal(got, []vrrp.Cause{vrrp.CauseStartup, vrrp.CauseStartup, CauseFault}) {
+		t.Errorf("faulted master reported causes %v, want [startup startup fault]", got)
+	}
+	if ev, _ := bk.te.rec.last(id); ev.cause != vrrp.CauseMasterDown {
+		t.Errorf("backup took over with cause %q, want %q", ev.cause, vrrp.CauseMasterDown)
+	}
 
 	// Back up: a backup, and it stays one.
 	setLink(t, m, true)
@@ -163,6 +169,15 @@ func TestKernelSplitBrainWinnerAnnounces(t *testing.T) {
 		return false
 	})
 	waitFor(t, waitLong, "the winner's gratuitous ARP", func() bool { return arp[winner].count(excl) > base[winner] })
+	// The cut backup had heard the master: it took over because the master
+	// went silent; the loser yielded to a better master.
+	if got := bk.te.rec.causes(id); len(got) < 2 || got[1] != vrrp.CauseMasterDown {
+		t.Errorf("the cut backup reported causes %v, want master_down for its takeover", got)
+	}
+	waitFor(t, waitLong, "the loser's report", func() bool { return loser.te.rec.is(id, vrrp.Backup) })
+	if ev, _ := loser.te.rec.last(id); ev.cause != vrrp.CauseHigherPriority {
+		t.Errorf("the loser yielded with cause %q, want %q", ev.cause, vrrp.CauseHigherPriority)
+	}
 	t.Logf("split brain healed: %s kept the router (%d gratuitous ARPs for %v after the heal), %s yielded",
 		winner.te.name, arp[winner].count(excl)-base[winner], excl, loser.te.name)
 }

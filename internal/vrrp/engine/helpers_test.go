@@ -138,6 +138,7 @@ type stateEvent struct {
 	at    time.Time
 	id    string
 	state vrrp.State
+	cause vrrp.Cause
 }
 
 // recorder keeps what an engine reported.
@@ -146,20 +147,30 @@ type recorder struct {
 	events []stateEvent
 }
 
-func (r *recorder) report(id string, st vrrp.State) {
+func (r *recorder) report(id string, st vrrp.State, cause vrrp.Cause) {
 	r.mu.Lock()
-	r.events = append(r.events, stateEvent{time.Now(), id, st})
+	r.events = append(r.events, stateEvent{time.Now(), id, st, cause})
 	r.mu.Unlock()
+}
+
+// causes returns the causes reported for id, in order.
+func (r *recorder) causes(id string) []vrrp.Cause {
+	return eventsOf(r, id, func(e stateEvent) vrrp.Cause { return e.cause })
 }
 
 // states returns the states reported for id, in order.
 func (r *recorder) states(id string) []vrrp.State {
+	return eventsOf(r, id, func(e stateEvent) vrrp.State { return e.state })
+}
+
+// eventsOf returns field of every report for id, in order.
+func eventsOf[T any](r *recorder, id string, field func(stateEvent) T) []T {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var out []vrrp.State
+	var out []T
 	for _, e := range r.events {
 		if e.id == id {
-			out = append(out, e.state)
+			out = append(out, field(e))
 		}
 	}
 	return out

@@ -69,9 +69,21 @@ func electPair(t *testing.T, a, b *side, stagger bool) (*side, *side) {
 	if !slices.Equal(mr, []vrrp.State{vrrp.Backup, vrrp.Master}) {
 		t.Errorf("master %s reported %v, want [backup master]", m.te.name, mr)
 	}
-	switch {
+	// Nobody was master before: the winner elected itself at startup, not
+	// because a master went down.
+	if got := m.te.rec.causes(id); !slices.Equal(got, []vrrp.Cause{vrrp.CauseStartup, vrrp.CauseStartup}) {
+		t.Errorf("master %s reported causes %v, want [startup startup]", m.te.name, got)
+	}
+	switch bc := bk.te.rec.causes(id); {
 	case slices.Equal(br, []vrrp.State{vrrp.Backup}):
+		if !slices.Equal(bc, []vrrp.Cause{vrrp.CauseStartup}) {
+			t.Errorf("backup %s reported causes %v, want [startup]", bk.te.name, bc)
+		}
 	case !stagger && slices.Equal(br, []vrrp.State{vrrp.Backup, vrrp.Master, vrrp.Backup}):
+		// Two masters for a moment, one yielded: a split brain healed.
+		if !slices.Equal(bc, []vrrp.Cause{vrrp.CauseStartup, vrrp.CauseStartup, vrrp.CauseHigherPriority}) {
+			t.Errorf("backup %s reported causes %v, want [startup startup higher_priority]", bk.te.name, bc)
+		}
 		// Both were master for a moment: the tie-break kept the higher
 		// address.
 		if m.router.Address.Addr().Less(bk.router.Address.Addr()) {
@@ -80,6 +92,13 @@ func electPair(t *testing.T, a, b *side, stagger bool) (*side, *side) {
 	default:
 		t.Errorf("backup %s reported %v", bk.te.name, br)
 	}
+	// Until the backup has heard the master, a takeover of its would be
+	// at startup, not for a master gone down: the tests fault a pair that
+	// runs.
+	waitFor(t, waitLong, "the backup to hear its master", func() bool {
+		st, _ := bk.te.e.Status(id)
+		return st.Machine.Master == m.router.Address.Addr()
+	})
 	return m, bk
 }
 
@@ -202,6 +221,9 @@ func TestKernelNativePairElectionAndFailover(t *testing.T) {
 			return live.te.rec.is(id, vrrp.Master) && live.holdsAll(t, true)
 		})
 		reported, _ := live.te.rec.last(id)
+		if reported.cause != vrrp.CauseMasterDown {
+			t.Errorf("%s took over with cause %q, want %q", live.te.name, reported.cause, vrrp.CauseMasterDown)
+		}
 		// On the wire: the dead node's last advert to the live one's first,
 		// from the sniffers (kernel timestamps).
 		deadAdverts := live.snf.from(dead.router.Address.Addr())
@@ -264,8 +286,14 @@ func TestKernelGracefulResignTakesSkewTime(t *testing.T) {
 	if got := m.te.rec.states(id); !slices.Equal(got, []vrrp.State{vrrp.Backup, vrrp.Master, vrrp.Backup}) {
 		t.Errorf("resigned master reported %v", got)
 	}
+	if got := m.te.rec.causes(id); !slices.Equal(got, []vrrp.Cause{vrrp.CauseStartup, vrrp.CauseStartup, vrrp.CauseShutdown}) {
+		t.Errorf("resigned master reported causes %v, want [startup startup shutdown]", got)
+	}
 	waitFor(t, waitLong, "takeover", func() bool { return bk.te.rec.is(id, vrrp.Master) && bk.holdsAll(t, true) })
 	ev, _ := bk.te.rec.last(id)
+	if ev.cause != vrrp.CauseMasterResigned {
+		t.Errorf("backup took over with cause %q, want %q", ev.cause, vrrp.CauseMasterResigned)
+	}
 	took := ev.at.Sub(t0)
 	skew := time.Duration(256-DefaultPriority) * time.Second / 256
 	t.Logf("graceful takeover after %v (Skew_Time %v, Master_Down_Interval %v)", took.Round(time.Millisecond), skew, 3*time.Second+skew)
@@ -328,6 +356,9 @@ func TestKernelRestartAdoptsMastership(t *testing.T) {
 	if got := m.te.rec.states(id); !slices.Equal(got, []vrrp.State{vrrp.Master}) {
 		t.Errorf("adopting engine reported %v, want [master]", got)
 	}
+	if got := m.te.rec.causes(id); !slices.Equal(got, []vrrp.Cause{vrrp.CauseAdopted}) {
+		t.Errorf("adopting engine reported causes %v, want [adopted]", got)
+	}
 	if got := bk.te.rec.states(id); !slices.Equal(got, []vrrp.State{vrrp.Backup}) {
 		t.Errorf("peer reported %v across the restart, want [backup] only", got)
 	}
@@ -358,6 +389,9 @@ func TestKernelRestartAdoptsMastership(t *testing.T) {
 	waitFor(t, waitLong, "takeover after Remove", func() bool { return bk.te.rec.is(id, vrrp.Master) && bk.holdsAll(t, true) })
 	ev, _ := bk.te.rec.last(id)
 	t.Logf("takeover after Remove: %v", ev.at.Sub(t1).Round(time.Millisecond))
+	if ev.cause != vrrp.CauseMasterResigned {
+		t.Errorf("takeover after Remove with cause %q, want %q", ev.cause, vrrp.CauseMasterResigned)
+	}
 	if got := m.te.rec.states(id); !slices.Equal(got, []vrrp.State{vrrp.Master}) {
 		t.Errorf("Remove reported %v", got)
 	}
@@ -396,7 +430,7 @@ func agentMain(spec string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGUSR2)
 	defer stop()
-	if err := e.Start(ctx, func(_ string, st vrrp.State) { fmt.Printf("state %s\n", st) }); err != nil {
+	if err := e.Start(ctx, func(_ string, st vrrp.State, _ vrrp.Cause) { fmt.Printf("state %s\n", st) }); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

@@ -23,6 +23,11 @@ type router struct {
 	// installed is whether the machine last asked for the addresses.
 	installed bool
 	adopted   bool
+	// cause is why the router entered the state it is reported in (see
+	// perform); heard whether its machine accepted an advert of a live
+	// master since it last started.
+	cause vrrp.Cause
+	heard bool
 	// handover is set while the router, a master resigning in a graceful
 	// Shutdown, waits for a backup to take over (see startHandover).
 	handover *handover
@@ -232,6 +237,9 @@ func (e *Engine) receive(r *router, p rxPacket) {
 	}
 	r.received++
 	r.lateGrace = false
+	if p.p.Priority != vrrp.PriorityResign {
+		r.heard = true
+	}
 	e.metrics.received.Inc()
 	if wasMaster && r.m.State() == vrrp.Master {
 		// Another router advertised while we are master, and we stay
@@ -272,6 +280,8 @@ type performOpts struct {
 	always     bool // hand a job to the applier even if nothing changed
 	noReport   bool // report no state (the router is being removed)
 	reportDown bool // report a master that stops (resigns) as backup
+	// cause, if set, replaces the machine's cause of a stop (CauseFault).
+	cause vrrp.Cause
 }
 
 // perform carries out a machine's actions: adverts are sent at once, the
@@ -290,15 +300,16 @@ func (e *Engine) perform(r *router, acts []vrrp.Action, now time.Time, o perform
 		case vrrp.SendGratuitousARP:
 			garp, need = true, true
 		case vrrp.StateChanged:
+			cause := e.causeOf(r, a, o)
 			e.log.Info("VRRP transition", "router_id", r.spec.ID,
-				"from", a.From.String(), "to", a.To.String(), "cause", string(a.Cause))
+				"from", a.From.String(), "to", a.To.String(), "cause", string(cause))
 			e.metrics.transitions.WithLabelValues(a.To.String()).Inc()
 			switch {
 			case o.noReport:
 			case a.To == vrrp.Master || a.To == vrrp.Backup:
-				report, need = true, true
+				report, need, r.cause = true, true, cause
 			case a.From == vrrp.Master && o.reportDown:
-				report, need, state = true, true, vrrp.Backup
+				report, need, state, r.cause = true, true, vrrp.Backup, cause
 			}
 		}
 	}
@@ -313,11 +324,29 @@ func (e *Engine) perform(r *router, acts []vrrp.Action, now time.Time, o perform
 		report:     report,
 		suppress:   o.noReport,
 		state:      state,
+		cause:      r.cause,
 		staleAddrs: r.staleAddrs,
 		staleDevs:  r.staleDevs,
 	}
 	r.staleAddrs, r.staleDevs = nil, nil
 	return e.apply.submit(r.spec.ID, j)
+}
+
+// causeOf is why a transition happened, as reported: the machine's cause,
+// except that a backup electing itself without having heard a master
+// since it started does so at startup, not because a master went down,
+// and that o may name the cause of a stop.
+func (e *Engine) causeOf(r *router, a vrrp.StateChanged, o performOpts) vrrp.Cause {
+	if a.From == vrrp.Initialize {
+		r.heard = false
+	}
+	switch {
+	case a.To == vrrp.Master && a.Cause == vrrp.CauseMasterDown && !r.heard:
+		return vrrp.CauseStartup
+	case a.To == vrrp.Initialize && o.cause != "":
+		return o.cause
+	}
+	return a.Cause
 }
 
 func (e *Engine) send(r *router, p vrrp.Packet, now time.Time) {
@@ -685,7 +714,7 @@ func (e *Engine) enterFault(r *router, now time.Time) {
 		"device", r.spec.Device, "state", r.m.State().String())
 	acts := r.m.Shutdown(now)
 	r.fault = true
-	e.perform(r, acts, now, performOpts{always: true, reportDown: true})
+	e.perform(r, acts, now, performOpts{always: true, reportDown: true, cause: CauseFault})
 	e.setTimer(r, now.Add(e.faultPoll()))
 }
 

@@ -140,16 +140,17 @@ func TestRxQueueBoundedAndRoundRobinMarks(t *testing.T) {
 // job removes the router or the addresses.
 func TestMergeKeepsWhatMustNotBeLost(t *testing.T) {
 	d1, d2 := make(chan error, 1), make(chan error, 1)
-	master := &job{seq: 1, install: true, garp: true, report: true, state: vrrp.Master, done: []chan error{d1},
+	master := &job{seq: 1, install: true, garp: true, report: true, state: vrrp.Master, cause: vrrp.CauseMasterDown, done: []chan error{d1},
 		staleDevs: []string{"qr-old"}}
-	converge := &job{seq: 2, install: true, state: vrrp.Master, done: []chan error{d2}}
+	converge := &job{seq: 2, install: true, state: vrrp.Master, cause: vrrp.CauseMasterDown, done: []chan error{d2}}
 	m := merge(master, converge)
-	if !m.install || !m.garp || !m.report || m.state != vrrp.Master || len(m.done) != 2 || len(m.staleDevs) != 1 {
+	if !m.install || !m.garp || !m.report || m.state != vrrp.Master || m.cause != vrrp.CauseMasterDown || len(m.done) != 2 || len(m.staleDevs) != 1 {
 		t.Errorf("master+converge = %+v", m)
 	}
-	backup := &job{seq: 3, install: false, report: true, state: vrrp.Backup}
+	// The report owed is the newest state's, with its cause.
+	backup := &job{seq: 3, install: false, report: true, state: vrrp.Backup, cause: vrrp.CauseHigherPriority}
 	m = merge(m, backup)
-	if m.install || m.garp || !m.report || m.state != vrrp.Backup {
+	if m.install || m.garp || !m.report || m.state != vrrp.Backup || m.cause != vrrp.CauseHigherPriority {
 		t.Errorf("…+backup = %+v", m)
 	}
 	removed := &job{seq: 4, install: false, suppress: true, state: vrrp.Initialize}
