@@ -68,7 +68,7 @@ bench-controlplane: deps build
 # linuxbridge agents on namespaced nodes): a node fault of the master with
 # neutron-l3-agent on both nodes, l3ha neutron-l3-agent on both, and one of
 # each, 10 HA routers each; outage, lost pings and the L3 agent's memory per
-# router, in one run (about 10 minutes).
+# router, in one run (about 15 minutes).
 bench-neutron: deps build
 	L3HA_TEST_REQUIRE_ALL=1 $(GO) test -count=1 -run '^$$' -bench '^BenchmarkNeutronFailover$$' -benchtime 1x -timeout 60m -v ./internal/neutronagent
 
