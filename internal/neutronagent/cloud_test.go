@@ -41,6 +41,9 @@ func TestMain(m *testing.M) {
 			code = 1
 		}
 		c.r.Stop()
+		if os.Getenv("L3HA_NEUTRONLOCAL_DIR") == "" {
+			_ = os.RemoveAll(c.dir)
+		}
 	}
 	os.Exit(code)
 }
@@ -68,14 +71,16 @@ func startCloud(t testing.TB) *cloud {
 
 func newCloud(ctx context.Context) (*cloud, error) {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	dir, err := os.MkdirTemp("", "l3ha-neutronagent-")
-	if err != nil {
-		return nil, err
-	}
+	var dir string
 	if keep := os.Getenv("L3HA_NEUTRONLOCAL_DIR"); keep != "" {
 		dir = filepath.Join(keep, "neutronagent")
 		_ = os.RemoveAll(dir)
 		fmt.Fprintf(os.Stderr, "neutronagent: scratch directory %s (kept)\n", dir)
+	} else {
+		var err error
+		if dir, err = os.MkdirTemp("", "l3ha-neutronagent-"); err != nil {
+			return nil, err
+		}
 	}
 	r, err := rabbitlocal.Start(ctx, filepath.Join(dir, "rabbitmq"), log)
 	if err != nil {
