@@ -2,11 +2,9 @@ package neutronagent_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -524,39 +522,17 @@ func isZombieProc(pid int) bool {
 	return i > 0 && i+2 < len(b) && b[i+2] == 'Z'
 }
 
-// checkOpenstackAgentList runs Debian's openstack client against the
-// server: `network agent list --router R --long` lists both L3 agents with
-// master the one active.
+// checkOpenstackAgentList checks that Debian's openstack client shows both
+// L3 agents hosting the router, master the one active
+// (`network agent list --router R --long`).
 func checkOpenstackAgentList(ctx context.Context, t *testing.T, n *neutronlocal.Neutron, routerID, master string) {
 	t.Helper()
-	cmd := exec.CommandContext(ctx, "openstack", "--os-auth-type", "none", "--os-endpoint", n.URL(),
-		"network", "agent", "list", "--router", routerID, "--long", "-f", "json")
-	// Debian's /usr/bin/openstack, without pyenv's Python or OS_* settings.
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "PYTHON") && !strings.HasPrefix(kv, "OS_") && !strings.HasPrefix(kv, "PATH=") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.Env = append(cmd.Env, "PATH=/usr/sbin:/usr/bin:/sbin:/bin")
-	out, err := cmd.Output()
+	states, out, err := n.OpenstackRouterAgents(ctx, routerID)
 	if err != nil {
-		t.Fatalf("openstack network agent list --router: %v\n%s", err, out)
-	}
-	var rows []map[string]any
-	if err := json.Unmarshal(out, &rows); err != nil {
-		t.Fatalf("openstack output %s: %v", out, err)
+		t.Fatalf("%v\n%s", err, out)
 	}
 	t.Logf("openstack network agent list --router %s --long: %s", routerID, out)
-	actives := 0
-	for _, row := range rows {
-		if row["HA State"] == "active" {
-			actives++
-			if row["Host"] != master {
-				t.Errorf("openstack: active on %v, the API said %s", row["Host"], master)
-			}
-		}
-	}
-	if len(rows) != 2 || actives != 1 {
-		t.Errorf("openstack: %d agents, %d active; want 2 and 1", len(rows), actives)
+	if len(states) != 2 || !slices.Equal(neutronlocal.ActiveHosts(states), []string{master}) {
+		t.Errorf("openstack shows %v; want 2 agents, %s alone active", states, master)
 	}
 }

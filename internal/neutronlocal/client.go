@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os/exec"
 	"time"
 )
 
@@ -216,4 +217,29 @@ func (n *Neutron) CreateNetwork(ctx context.Context, network, subnet map[string]
 		return net.Network.ID, "", err
 	}
 	return net.Network.ID, sub.Subnet.ID, nil
+}
+
+// OpenstackRouterAgents runs Debian's openstack client against the server,
+// `openstack network agent list --router R --long`, and returns the HA
+// state per host it shows, with the client's JSON output.
+func (n *Neutron) OpenstackRouterAgents(ctx context.Context, routerID string) (map[string]string, []byte, error) {
+	cmd := exec.CommandContext(ctx, "openstack", "--os-auth-type", "none", "--os-endpoint", n.URL(),
+		"network", "agent", "list", "--router", routerID, "--long", "-f", "json")
+	cmd.Env = childEnv(n.Dir) // Debian's /usr/bin/openstack, without pyenv's Python or OS_* settings
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, out, fmt.Errorf("openstack network agent list --router %s: %w", routerID, err)
+	}
+	var rows []struct {
+		Host    string `json:"Host"`
+		HAState string `json:"HA State"`
+	}
+	if err := json.Unmarshal(out, &rows); err != nil {
+		return nil, out, fmt.Errorf("openstack network agent list --router %s: output %q: %w", routerID, out, err)
+	}
+	states := make(map[string]string, len(rows))
+	for _, r := range rows {
+		states[r.Host] = r.HAState
+	}
+	return states, out, nil
 }

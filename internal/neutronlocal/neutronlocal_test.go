@@ -2,14 +2,12 @@ package neutronlocal_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -344,29 +342,12 @@ func TestNeutronWithTwoL3AgentsHARouterFailsOver(t *testing.T) {
 	t.Logf("router %s: first active after %v: %v", rid, firstActive.Round(time.Millisecond), states)
 
 	// The openstack client shows the same.
-	osc := exec.CommandContext(ctx, "openstack", "--os-auth-type", "none", "--os-endpoint", n.URL(),
-		"network", "agent", "list", "--router", rid, "--long", "-f", "json")
-	osc.Env = cleanEnv()
-	if out, err := osc.Output(); err != nil {
-		t.Errorf("openstack network agent list --router: %v\n%s", err, out)
-	} else {
-		var rows []map[string]any
-		if err := json.Unmarshal(out, &rows); err != nil {
-			t.Errorf("openstack output %s: %v", out, err)
-		}
-		t.Logf("openstack network agent list --router %s --long: %s", rid, out)
-		actives := 0
-		for _, row := range rows {
-			if row["HA State"] == "active" {
-				actives++
-				if row["Host"] != master {
-					t.Errorf("openstack: active on %v, the API said %s", row["Host"], master)
-				}
-			}
-		}
-		if len(rows) != 2 || actives != 1 {
-			t.Errorf("openstack: %d agents, %d active; want 2 and 1", len(rows), actives)
-		}
+	osc, out, err := n.OpenstackRouterAgents(ctx, rid)
+	t.Logf("openstack network agent list --router %s --long: %s", rid, out)
+	if err != nil {
+		t.Error(err)
+	} else if len(osc) != 2 || !slices.Equal(neutronlocal.ActiveHosts(osc), []string{master}) {
+		t.Errorf("openstack shows %v; want 2 agents, %s alone active", osc, master)
 	}
 
 	vmVX, err := n.AddInstance(ctx, neutronlocal.InstanceOptions{Name: "vx", NetworkID: vxNet})
@@ -533,16 +514,6 @@ func TestNeutronWithTwoL3AgentsHARouterFailsOver(t *testing.T) {
 
 // cleanEnv is the environment without pyenv's Python settings and OS_*
 // (for Debian's /usr/bin/openstack).
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "PYTHON") || strings.HasPrefix(kv, "OS_") || strings.HasPrefix(kv, "PATH=") {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return append(env, "PATH=/usr/sbin:/usr/bin:/sbin:/bin")
-}
 
 // startProber starts a neutronlocal.Prober, stopped when t ends.
 func startProber(ctx context.Context, t *testing.T, in *neutronlocal.Instance, target netip.Addr) *neutronlocal.Prober {
