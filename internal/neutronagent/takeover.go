@@ -90,17 +90,11 @@ func takeOverFromNeutron(haConfsPath string, log *slog.Logger) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("looking for neutron-l3-agent's keepalived: %w", err)
 	}
-	routers := map[string]bool{}
+	var routers []string
 	for _, p := range procs {
-		routers[p.routerID] = true
+		routers = append(routers, p.routerID)
 	}
-	for id := range routers {
-		ns := "qrouter-" + id
-		if err := linux.SetSysctls(ns, ipv6Off); err != nil {
-			log.Warn("turning IPv6 off in a router neutron-l3-agent left (its keepalived may announce the router from here once more as it stops)",
-				"router_id", id, "namespace", ns, "err", err)
-		}
-	}
+	turnIPv6Off(routers, log)
 	stopped := 0
 	for _, monitorsFirst := range []bool{true, false} {
 		var pids []int
@@ -127,6 +121,23 @@ func takeOverFromNeutron(haConfsPath string, log *slog.Logger) (int, error) {
 		}
 	}
 	return stopped, nil
+}
+
+// turnIPv6Off turns IPv6 off in the namespaces (qrouter-<id>) of routers,
+// each once; a namespace it cannot change is logged and left.
+func turnIPv6Off(routers []string, log *slog.Logger) {
+	done := map[string]bool{}
+	for _, id := range routers {
+		if done[id] {
+			continue
+		}
+		done[id] = true
+		ns := "qrouter-" + id
+		if err := linux.SetSysctls(ns, ipv6Off); err != nil {
+			log.Warn("turning IPv6 off in a router neutron-l3-agent left (its keepalived may announce the router from here once more as it stops)",
+				"router_id", id, "namespace", ns, "err", err)
+		}
+	}
 }
 
 // ipv6Off turns IPv6 off on every device of a namespace, present and

@@ -1,10 +1,15 @@
 package neutronagent
 
 import (
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"github.com/l3ha/l3ha/internal/kerneltest"
+	"github.com/l3ha/l3ha/internal/linux"
 )
 
 // Only neutron-l3-agent's keepalived and state-change monitors of this
@@ -50,5 +55,27 @@ func TestFindNeutronVRRPTakesOnlyNeutronsProcessesOfThisNode(t *testing.T) {
 	slices.Sort(pids)
 	if !slices.Equal(pids, []int{101, 102}) || monitors != 1 {
 		t.Errorf("found %v (%d monitors), want neutron's keepalived 101 and monitor 102", pids, monitors)
+	}
+}
+
+// Before neutron-l3-agent's keepalived stops, IPv6 is off in its router's
+// namespace (so that removing its link-local VIPs sends no MLD report from
+// the router's MAC); a router whose namespace is gone is skipped.
+func TestTakeoverTurnsIPv6OffInNeutronsRouters(t *testing.T) {
+	kerneltest.Require(t, "ip")
+	id := fmt.Sprintf("l3ha-test-%d", os.Getpid())
+	ns := "qrouter-" + id
+	if err := linux.CreateNamespace(ns); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = linux.DeleteNamespace(ns) })
+	if v, err := linux.Sysctl(ns, "net.ipv6.conf.all.disable_ipv6"); err != nil || v != "0" {
+		t.Fatalf("fresh namespace: disable_ipv6 %q (%v), want 0", v, err)
+	}
+	turnIPv6Off([]string{id, id, "gone-" + id}, slog.New(slog.DiscardHandler))
+	for _, key := range []string{"net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6", "net.ipv6.conf.lo.disable_ipv6"} {
+		if v, err := linux.Sysctl(ns, key); err != nil || v != "1" {
+			t.Errorf("%s = %q (%v), want 1", key, v, err)
+		}
 	}
 }
