@@ -91,6 +91,9 @@ type RouterSpec struct {
 	// start yet — under Neutron, until the L2 agent has bound the HA port
 	// (as neutron-l3-agent waits for it). VRRP already running keeps running.
 	HAPending bool `json:"ha_pending,omitempty"`
+	// Switchover, while an operator's switchover of the router is in
+	// progress, names the agent that must become its master.
+	Switchover *SwitchoverSpec `json:"switchover,omitempty"`
 	// Interfaces are the router's internal ports (qr- devices).
 	Interfaces []PortSpec `json:"interfaces"`
 	// Gateway is the external gateway port (qg- device), if any.
@@ -99,6 +102,18 @@ type RouterSpec struct {
 	// Routes are the router's extra routes.
 	Routes      []Route          `json:"routes"`
 	FloatingIPs []FloatingIPSpec `json:"floating_ips"`
+}
+
+// SwitchoverSpec is an operator's request that a router's master move to
+// one agent (POST /v2.0/routers/{id}/switchover). The target takes over at
+// once and outbids the current master, which then steps down (VRRP); the
+// others do nothing. The server keeps it in the desired state until the
+// target reports active or it expires, so an agent acts on each ID once.
+type SwitchoverSpec struct {
+	// ID names the request: a new request for the same router has another.
+	ID      string `json:"id"`
+	AgentID string `json:"agent_id"`
+	Host    string `json:"host"`
 }
 
 // PortSpec is a router port: device name derives from ID and DeviceOwner.

@@ -283,6 +283,16 @@ func (a *API) subResource(ctx context.Context, id Identity, res *resource, membe
 		}
 		out, err := a.routerHATransitions(ctx, id, memberID, r.URL.Query())
 		return http.StatusOK, out, err
+	case res.collection == "routers" && len(sub) == 1 && sub[0] == "switchover":
+		if r.Method != http.MethodPost {
+			return 0, nil, errMethod
+		}
+		body, err := readRawBody(r)
+		if err != nil {
+			return 0, nil, err
+		}
+		out, err := a.routerSwitchover(ctx, id, memberID, body)
+		return http.StatusAccepted, out, err
 	case res.collection == "agents" && len(sub) >= 1 && sub[0] == "l3-routers":
 		switch {
 		case len(sub) == 1 && r.Method == http.MethodGet:

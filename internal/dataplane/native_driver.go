@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,7 +42,13 @@ type NativeOptions struct {
 // NativeDriver runs VRRP in the agent's own process (internal/vrrp/engine):
 // one engine for all the routers of the node.
 type NativeDriver struct {
-	e *engine.Engine
+	e   *engine.Engine
+	log *slog.Logger
+
+	mu sync.Mutex
+	// switched is, per router, the last switchover request acted on, so
+	// that each is acted on once however often the state is applied.
+	switched map[string]string
 }
 
 var _ HADriver = (*NativeDriver)(nil)
@@ -65,7 +72,11 @@ func NewNativeDriver(o NativeOptions) (*NativeDriver, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &NativeDriver{e: e}, nil
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &NativeDriver{e: e, log: log, switched: map[string]string{}}, nil
 }
 
 // Engine returns the driver's engine (status, drop counters).
@@ -111,11 +122,15 @@ func (d *NativeDriver) Start(ctx context.Context, report func(routerID, state, r
 //	                                  or a router removed; one removed
 //	                                  because it is admin down is reported
 //	                                  by Linux.Apply with admin_down
+//	switchover       switchover       an operator moved the master here
+//	                                  (the old master's step-down is a
+//	                                  higher_priority, which the server
+//	                                  records as the switchover)
+//	health_check     health_check     a master whose gateway check failed
+//	                                  stepped down, or a healthy backup
+//	                                  took over from it
 //	fault            ""               the ha- device went down; none of the
-//	                                  reasons says that (health_check is
-//	                                  for health checks, still to come)
-//
-// switchover and health_check have no VRRP cause yet.
+//	                                  reasons says that
 func nativeReason(c vrrp.Cause) string {
 	switch c {
 	case vrrp.CauseStartup, vrrp.CauseOwner:
@@ -128,6 +143,10 @@ func nativeReason(c vrrp.Cause) string {
 		return agentapi.ReasonPeerResigned
 	case vrrp.CauseHigherPriority:
 		return agentapi.ReasonSplitBrain
+	case vrrp.CauseSwitchover:
+		return agentapi.ReasonSwitchover
+	case vrrp.CauseHealthCheck:
+		return agentapi.ReasonHealthCheck
 	}
 	return ""
 }
@@ -138,7 +157,33 @@ func (d *NativeDriver) Ensure(ctx context.Context, r HARouter) error {
 	if err != nil {
 		return err
 	}
-	return d.e.Ensure(ctx, er)
+	if err := d.e.Ensure(ctx, er); err != nil {
+		return err
+	}
+	return d.switchover(ctx, r)
+}
+
+// switchover acts once on each switchover request of r that targets this
+// node: the engine takes the router over (engine.Switchover). The other
+// nodes need do nothing: their master steps down when it hears the target.
+func (d *NativeDriver) switchover(ctx context.Context, r HARouter) error {
+	sw := r.Switchover
+	if sw == nil || !sw.Here {
+		return nil
+	}
+	d.mu.Lock()
+	done := d.switched[r.RouterID] == sw.ID
+	d.switched[r.RouterID] = sw.ID
+	d.mu.Unlock()
+	if done {
+		return nil
+	}
+	if err := d.e.Switchover(ctx, r.RouterID); err != nil {
+		// Not retried: the operator sees the router stay where it is and
+		// the request expire; the log says why.
+		d.log.Warn("switchover requested to this node, but it cannot take the router over", "router_id", r.RouterID, "err", err)
+	}
+	return nil
 }
 
 func nativeRouter(r HARouter, advert time.Duration) (engine.Router, error) {
@@ -160,6 +205,9 @@ func nativeRouter(r HARouter, advert time.Duration) (engine.Router, error) {
 
 // Remove implements HADriver: a master resigns and gives its addresses up.
 func (d *NativeDriver) Remove(ctx context.Context, routerID string) error {
+	d.mu.Lock()
+	delete(d.switched, routerID)
+	d.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	return d.e.Remove(ctx, routerID)

@@ -64,6 +64,16 @@ type HARouter struct {
 	VIP          netip.Prefix // 169.254.0.<vrid>/24 on HADevice
 	Excluded     []DevAddr    // gateway, interface and floating IP addresses
 	Routes       []DevRoute   // default route via the gateway, extra routes
+	// Switchover, while an operator moves the router's master, says which
+	// request it is and whether this node is its target; nil otherwise.
+	// It is not part of the router's VRRP configuration.
+	Switchover *Switchover
+}
+
+// Switchover is an operator's switchover of a router as a node sees it.
+type Switchover struct {
+	ID   string // the request (agentapi.SwitchoverSpec.ID)
+	Here bool   // this node must become the master
 }
 
 // RouterPlan is the kernel state of one router on this node.
@@ -206,6 +216,9 @@ func MakePlan(st agentapi.DesiredState, o PlanOptions) Plan {
 		if err != nil {
 			p.Skipped[r.ID] = err
 			continue
+		}
+		if rp.HA != nil && r.Switchover != nil {
+			rp.HA.Switchover = &Switchover{ID: r.Switchover.ID, Here: r.Switchover.Host == st.Host}
 		}
 		p.Routers = append(p.Routers, rp)
 	}

@@ -35,6 +35,12 @@ const (
 	MaxVRID                  = 254
 )
 
+// SwitchoverTimeout bounds an operator's switchover: a request whose target
+// has not reported active by then is dropped (the master stays where it is),
+// so that no agent acts on an old one after a restart. A switchover takes
+// the target one apply of its desired state plus one advert round trip.
+const SwitchoverTimeout = 30 * time.Second
+
 // Config holds the server's HA options (Neutron's names in comments).
 type Config struct {
 	MaxAgents       int           // max_l3_agents_per_router; 0 = every eligible agent

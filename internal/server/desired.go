@@ -152,6 +152,10 @@ func buildDesiredState(tx *store.Tx, a *store.Agent) (*agentapi.DesiredState, *s
 	for _, f := range fips {
 		fipsOf[*f.RouterID] = append(fipsOf[*f.RouterID], f)
 	}
+	switchovers, err := liveSwitchovers(tx, routerIDs)
+	if err != nil {
+		return nil, nil, err
+	}
 	spec := func(p *store.Port) agentapi.PortSpec {
 		ps := agentapi.PortSpec{ID: p.ID, NetworkID: p.NetworkID, MACAddress: p.MACAddress, DeviceOwner: p.DeviceOwner, FixedIPs: []agentapi.FixedIPSpec{}}
 		if n := netByID[p.NetworkID]; n != nil {
@@ -177,6 +181,9 @@ func buildDesiredState(tx *store.Tx, a *store.Agent) (*agentapi.DesiredState, *s
 		}
 		for _, rt := range r.Routes {
 			rs.Routes = append(rs.Routes, agentapi.Route{Destination: rt.Destination, NextHop: rt.NextHop})
+		}
+		if sw, ok := switchovers[r.ID]; ok && r.HA {
+			rs.Switchover = sw
 		}
 		for _, p := range portsOf[r.ID] {
 			switch p.DeviceOwner {

@@ -71,6 +71,8 @@ type haOutcome struct {
 	ongoing   []string  // routers whose split brain this report re-asserted
 	unbound   []string  // routers no longer bound to the agent
 	refreshed int       // routers whose state was only confirmed
+	switched  []string  // routers whose switchover this report completed
+	healed    []haSplit // split brains this report ended (others: the masters left)
 	// transitions are the history rows written (transitions.go).
 	transitions []store.HATransition
 }
@@ -237,6 +239,10 @@ func (s *Server) recordHAStates(tx *store.Tx, rep *agentapi.HAStateReport, trans
 			byRouter[b.RouterID] = append(byRouter[b.RouterID], b)
 		}
 	}
+	switchovers, err := tx.SwitchoversOf(ids)
+	if err != nil {
+		return err
+	}
 	unchanged := map[string][]string{}
 	for _, id := range ids {
 		st, trans := rep.States[id], transition[id]
@@ -294,6 +300,26 @@ func (s *Server) recordHAStates(tx *store.Tx, rep *agentapi.HAStateReport, trans
 			})
 			if err != nil {
 				return err
+			}
+			var sw *store.Switchover
+			if v, ok := switchovers[id]; ok {
+				sw = &v
+			}
+			reason, done := switchoverReason(sw, now, a.ID, shownState(mine.HAState), st, reason)
+			if done {
+				if err := tx.ClearSwitchoverRequest(*sw); err != nil {
+					return err
+				}
+				out.switched = append(out.switched, id)
+			}
+			if reason == agentapi.ReasonSplitBrain && st == agentapi.HAStandby {
+				sp := haSplit{routerID: id}
+				for _, o := range others {
+					if ok, err := fresh(o); err == nil && ok {
+						sp.others = append(sp.others, agents[o.AgentID].Host)
+					}
+				}
+				out.healed = append(out.healed, sp)
 			}
 			out.changed = append(out.changed, haChange{id, st, mine.HAState, reason})
 			out.transitions = append(out.transitions, store.HATransition{RouterID: id, AgentID: a.ID, Host: a.Host,
@@ -430,6 +456,13 @@ func (s *Server) logHAOutcome(rep *agentapi.HAStateReport, transition map[string
 	for _, sp := range out.split {
 		s.log.Warn("split brain: router active on more than one agent, all shown active until one steps down",
 			"router_id", sp.routerID, "host", rep.Host, "other_hosts", strings.Join(sp.others, ","))
+	}
+	for _, sp := range out.healed {
+		s.log.Warn("split brain healed: the reporting host stepped down and is the loser; one master is left",
+			"router_id", sp.routerID, "loser_host", rep.Host, "master_host", strings.Join(sp.others, ","))
+	}
+	for _, id := range out.switched {
+		s.log.Info("switchover complete: the requested agent is the router's master", "router_id", id, "host", rep.Host)
 	}
 	if len(out.ongoing) > 0 {
 		s.log.Warn("split brain goes on: routers re-asserted active while another agent's active binding is fresh",

@@ -375,6 +375,7 @@ func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 	}
 	go s.monitorAgents(ctx)
 	go s.pruneTransitions(ctx)
+	go s.expireSwitchovers(ctx)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	s.log.Info("l3ha server listening", "addr", ln.Addr().String(), "scheme", scheme, "database", redact(s.cfg.Database))

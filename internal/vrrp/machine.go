@@ -44,6 +44,11 @@ const (
 	CauseHigherPriority Cause = "higher_priority" // a better master appeared (§6.4.3)
 	CauseResign         Cause = "resign"          // Resign was called
 	CauseShutdown       Cause = "shutdown"        // Shutdown was called
+	CauseSwitchover     Cause = "switchover"      // TakeOver was called (an operator's switchover)
+	// CauseHealthCheck: a master whose health check failed stepped down to
+	// a healthier router, or a healthy backup took over from such a master
+	// (Config.HealthPreempt).
+	CauseHealthCheck Cause = "health_check"
 )
 
 // StartMode says how Start enters the protocol.
@@ -96,6 +101,14 @@ type Config struct {
 	// (RFC Preempt_Mode). False is keepalived's nopreempt, which Neutron
 	// uses: once elected, a master stays until it fails or resigns.
 	Preempt bool
+	// HealthPreempt lets a backup take over from a live master that
+	// advertises a lower priority than the backup's own, even without
+	// Preempt. In a group whose routers all have one configured priority, as
+	// Neutron's, only a master degraded by a failed health check (SetHealthy)
+	// advertises less, so this moves the router to a healthy node and never
+	// elsewhere: routers that are all unhealthy advertise the same lowered
+	// priority and nobody preempts anybody.
+	HealthPreempt bool
 	// PreemptDelay, with Preempt, is how long a backup keeps accepting a
 	// lower-priority master before it starts to preempt it (keepalived's
 	// preempt_delay). Zero preempts at once.
@@ -259,6 +272,15 @@ type Machine struct {
 
 	master         netip.Addr
 	masterPriority uint8
+	// boostUntil: after TakeOver, this router advertises one priority
+	// above its own until then, so that the master it replaces hears a
+	// better master and steps down. unhealthy: SetHealthy(false) lowers the
+	// priority it advertises and compares with (see priority).
+	boostUntil time.Time
+	unhealthy  bool
+	// splitGARPAt is when a master last announced its addresses again to
+	// the other master of a split brain.
+	splitGARPAt time.Time
 	// paced is true while the current master keeps cfg.Pace; lastFrom and
 	// lastAt are the source and arrival of the last advert accepted.
 	paced    bool
@@ -331,7 +353,7 @@ func (m *Machine) Start(now time.Time, mode StartMode) []Action {
 		m.state = Master
 		m.advertAt = now.Add(m.sendInterval())
 		m.garpAt = time.Time{}
-		return []Action{m.advert(m.cfg.Priority), StateChanged{Initialize, Master, CauseAdopted}}
+		return []Action{m.advert(m.priority(now)), StateChanged{Initialize, Master, CauseAdopted}}
 	case mode == StartInit && m.cfg.Priority == PriorityOwner:
 		return m.becomeMaster(now, CauseOwner)
 	default:
@@ -360,7 +382,7 @@ func (m *Machine) Tick(now time.Time) []Action {
 		// §6.4.3: "If the Adver_Timer fires" → send an advert and reset it.
 		if !now.Before(m.advertAt) {
 			m.advertAt = now.Add(m.sendInterval())
-			acts = append(acts, m.advert(m.cfg.Priority))
+			acts = append(acts, m.advert(m.priority(now)))
 		}
 		return acts
 	}
@@ -383,7 +405,7 @@ func (m *Machine) Shutdown(now time.Time) []Action {
 	acts = append(acts, StateChanged{m.state, Initialize, CauseShutdown})
 	m.state = Initialize
 	m.masterDownAt, m.advertAt, m.garpAt = time.Time{}, time.Time{}, time.Time{}
-	m.preemptArmed = false
+	m.preemptArmed, m.boostUntil = false, time.Time{}
 	return acts
 }
 
@@ -400,6 +422,71 @@ func (m *Machine) Resign(now time.Time) []Action {
 	m.becomeBackup(now, m.cfg.AdvertInterval)
 	m.master, m.masterPriority = netip.Addr{}, 0
 	return []Action{m.advert(PriorityResign), RemoveAddresses{}, StateChanged{Master, Backup, CauseResign}}
+}
+
+// TakeOver makes a backup master at once, for an operator's switchover: it
+// installs the addresses and announces them, and from then on advertises
+// one priority above its own until 4 advert intervals have passed
+// (Config.AdvertInterval), so that the current master, preempting or not,
+// hears a better master and steps down; afterwards the priorities are
+// equal again and nopreempt keeps the router here. The returned actions
+// hold no advert: perform them, and once the addresses are in place call
+// Announce, so that the old master lets go only after this one holds them.
+// Outside Backup it does nothing.
+func (m *Machine) TakeOver(now time.Time) []Action {
+	if m.state != Backup {
+		return nil
+	}
+	m.boostUntil = now.Add(4 * m.cfg.AdvertInterval)
+	acts := m.becomeMaster(now, CauseSwitchover)
+	return slices.DeleteFunc(acts, func(a Action) bool { _, ok := a.(SendAdvert); return ok })
+}
+
+// Announce sends a master's advert now and restarts its Adver_Timer (the
+// advert TakeOver leaves to the caller). Outside Master it does nothing.
+func (m *Machine) Announce(now time.Time) []Action {
+	if m.state != Master {
+		return nil
+	}
+	m.advertAt = now.Add(m.sendInterval())
+	return []Action{m.advert(m.priority(now))}
+}
+
+// SetHealthy records the result of the router's health check (its upstream
+// gateway): an unhealthy router advertises and compares with a lower
+// priority (see priority), so that a backup with HealthPreempt and a
+// healthy check takes the router over, and a master that hears such a
+// backup steps down (CauseHealthCheck). A master announces the change at
+// once. Routers that are all unhealthy stay as they are.
+func (m *Machine) SetHealthy(now time.Time, healthy bool) []Action {
+	if m.unhealthy == !healthy {
+		return nil
+	}
+	m.unhealthy = !healthy
+	if m.state == Master {
+		return m.Announce(now)
+	}
+	return nil
+}
+
+// Healthy reports the last SetHealthy (true until then).
+func (m *Machine) Healthy() bool { return !m.unhealthy }
+
+// priority is the priority this router advertises and compares with at
+// now: its own, one more during a TakeOver's boost, halved while its health
+// check fails (never below 1). The owner (255) is never changed.
+func (m *Machine) priority(now time.Time) uint8 {
+	p := m.cfg.Priority
+	if p == PriorityOwner {
+		return p
+	}
+	if m.unhealthy {
+		return max(p/2, 1)
+	}
+	if now.Before(m.boostUntil) && p < PriorityOwner-1 {
+		p++
+	}
+	return p
 }
 
 // Receive processes an advert that Parse accepted, received from src (the
@@ -503,11 +590,11 @@ func (m *Machine) backupReceive(now time.Time, src netip.Addr, p Packet) []Actio
 		m.downCause = CauseMasterResigned
 		return nil
 	}
-	lower := p.Priority < m.cfg.Priority
+	lower := p.Priority < m.priority(now)
 	if !lower {
 		m.preemptArmed = false
 	}
-	accept := !m.cfg.Preempt || !lower
+	accept := !(m.cfg.Preempt || m.cfg.HealthPreempt) || !lower
 	if !accept && m.cfg.PreemptDelay > 0 {
 		// keepalived's preempt_delay: tolerate a lower-priority master
 		// for a while, counted from the first of its adverts we see.
@@ -520,6 +607,9 @@ func (m *Machine) backupReceive(now time.Time, src netip.Addr, p Packet) []Actio
 		// Discard: with Preempt we outrank this master, and letting
 		// Master_Down_Timer run out is how we take over.
 		m.downCause = CausePreempt
+		if !m.cfg.Preempt {
+			m.downCause = CauseHealthCheck // HealthPreempt alone
+		}
 		return nil
 	}
 	switch {
@@ -536,26 +626,41 @@ func (m *Machine) backupReceive(now time.Time, src netip.Addr, p Packet) []Actio
 
 // masterReceive is §6.4.3 "If an ADVERTISEMENT is received".
 func (m *Machine) masterReceive(now time.Time, src netip.Addr, p Packet) []Action {
+	mine := m.priority(now)
 	switch {
 	case p.Priority == PriorityResign:
 		// Another router resigned while we are master (say, after a split
 		// brain): reassert at once so that backups that just armed their
 		// skew timer see a master and stay.
 		m.advertAt = now.Add(m.sendInterval())
-		return []Action{m.advert(m.cfg.Priority)}
-	case p.Priority > m.cfg.Priority || p.Priority == m.cfg.Priority && src.Compare(m.cfg.Primary) > 0:
+		return []Action{m.advert(mine)}
+	case p.Priority > mine || p.Priority == mine && src.Compare(m.cfg.Primary) > 0:
 		// A better master: higher priority, or equal priority and a higher
 		// primary address.
 		iv := m.cfg.AdvertInterval
 		if m.cfg.Version == 3 {
 			iv = p.Interval()
 		}
+		cause := CauseHigherPriority
+		if m.unhealthy {
+			cause = CauseHealthCheck
+		}
 		m.becomeBackup(now, iv)
 		m.master, m.masterPriority = src, p.Priority
-		return []Action{RemoveAddresses{}, StateChanged{Master, Backup, CauseHigherPriority}}
+		return []Action{RemoveAddresses{}, StateChanged{Master, Backup, cause}}
 	case m.cfg.AnswerLowerPriority:
+		// Two masters, and we win: answer at once so that the other steps
+		// down within one round trip, and announce the addresses again, as
+		// the loser's gratuitous ARP may have drawn traffic to it.
 		// Adver_Timer is left alone: this advert is extra.
-		return []Action{m.advert(m.cfg.Priority)}
+		acts := []Action{m.advert(mine)}
+		if now.Sub(m.splitGARPAt) >= time.Second {
+			// At most one a second: a peer that never hears us must not
+			// turn every advert of its into a burst of ARP.
+			m.splitGARPAt = now
+			acts = append(acts, SendGratuitousARP{})
+		}
+		return acts
 	}
 	return nil // §6.4.3: discard
 }
@@ -572,7 +677,7 @@ func (m *Machine) becomeMaster(now time.Time, cause Cause) []Action {
 	}
 	m.preemptArmed = false
 	return []Action{
-		m.advert(m.cfg.Priority),
+		m.advert(m.priority(now)),
 		InstallAddresses{Accept: m.cfg.AcceptMode || m.cfg.Priority == PriorityOwner},
 		SendGratuitousARP{},
 		StateChanged{from, Master, cause},
@@ -588,6 +693,7 @@ func (m *Machine) becomeBackup(now time.Time, iv time.Duration) {
 	m.downCause = CauseMasterDown
 	m.advertAt, m.garpAt = time.Time{}, time.Time{}
 	m.preemptArmed = false
+	m.boostUntil = time.Time{}
 }
 
 // skew is Skew_Time: RFC 5798 §6.1 (256-Priority)*Master_Adver_Interval/256

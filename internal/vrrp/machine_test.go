@@ -431,12 +431,15 @@ func TestRFC5798_6_4_3_EqualPriorityHigherAddressWins(t *testing.T) {
 }
 
 // keepalived (not lower_prio_no_advert): a master answers a lower-priority
-// advert at once, without moving Adver_Timer.
+// advert at once, without moving Adver_Timer; the other master of a healed
+// split brain may have drawn traffic with its gratuitous ARP, so the winner
+// announces its addresses again, at most once a second.
 func TestAnswerLowerPriority(t *testing.T) {
 	c := v3(func(c *Config) { c.AnswerLowerPriority = true })
 	m := started(t, c, StartMaster)
-	wantActions(t, receive(t, m, at(time.Second/2), lower, peer(c, 100)), advertOf(c, 100))
+	wantActions(t, receive(t, m, at(time.Second/2), lower, peer(c, 100)), advertOf(c, 100), SendGratuitousARP{})
 	wantActions(t, receive(t, m, at(time.Second/2), higher, peer(c, 50)), advertOf(c, 100))
+	wantActions(t, receive(t, m, at(3*time.Second/2), higher, peer(c, 50)), advertOf(c, 100), SendGratuitousARP{})
 	wantState(t, m, Master, at(time.Second))
 }
 

@@ -70,6 +70,11 @@ type Options struct {
 	Priority uint8
 	// Preempt drops nopreempt (Neutron never preempts).
 	Preempt bool
+	// HealthPreempt lets a backup take over from a master that advertises a
+	// lower priority than its own: one whose health check failed
+	// (SetHealthy), when every node has the same Priority
+	// (vrrp.Config.HealthPreempt). Set it with health checks.
+	HealthPreempt bool
 	// GARPDelay is keepalived's garp_master_delay: a second round of
 	// gratuitous ARP this long after becoming master. 0 means 60s, as
 	// Neutron writes it; negative: no second round.
@@ -269,6 +274,7 @@ func (o *Options) machineConfig(r Router) vrrp.Config {
 		AdvertInterval: o.AdvertInterval,
 		Pace:           o.Pace,
 		Preempt:        o.Preempt,
+		HealthPreempt:  o.HealthPreempt,
 		Primary:        r.Address.Addr(),
 		Addresses:      []netip.Addr{r.VIP.Addr()},
 		GARPDelay:      o.GARPDelay,

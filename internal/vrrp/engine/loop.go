@@ -36,6 +36,9 @@ type router struct {
 	// whose Master_Down_Timer fired late waits one more interval (see
 	// fireDue).
 	fault, sendFailed, lateGrace bool
+	// unhealthy is the last SetHealthy, applied to every machine the
+	// router gets.
+	unhealthy bool
 	// stale are addresses and devices of earlier specs still to clean up,
 	// handed to the next job.
 	staleAddrs []Address
@@ -427,6 +430,7 @@ func (e *Engine) ensure(spec Router, sock *socket, vipPresent bool) error {
 		}
 		e.perform(r, r.m.Shutdown(now), now, performOpts{noReport: true})
 		r.m, r.installed, r.adopted = m, false, false
+		m.SetHealthy(now, !r.unhealthy) // before Start: no actions
 		if r.fault {
 			// Started afresh; a device still down faults it again.
 			r.fault = false
