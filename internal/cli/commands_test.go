@@ -441,6 +441,46 @@ func TestRouterVerbs(t *testing.T) {
 			wantOut: []string{"[", `"host": "l3-a"`, `"reason": ""`},
 		},
 		{
+			name: "switchover without waiting",
+			args: []string{"router", "switchover", "ha-router", "--to-host", "l3-b", "--wait", "0"},
+			setup: func(f *fakeNeutron) {
+				withRouterNamed(f)
+				f.on("GET /v2.0/routers/"+routerID+"/l3-agents", 200, many("agents", l3AgentA, l3AgentB))
+				f.on("POST /v2.0/routers/"+routerID+"/switchover", 202,
+					`{"switchover": {"router_id": "`+routerID+`", "agent_id": "`+agentBID+`", "host": "l3-b", "requested_at": "2026-11-21T16:12:00Z"}}`)
+			},
+			want: []wantReq{
+				{"GET", "/v2.0/routers?name=ha-router", ""},
+				{"GET", "/v2.0/routers/" + routerID + "/l3-agents", ""},
+				{"POST", "/v2.0/routers/" + routerID + "/switchover", `{"agent_id":"` + agentBID + `"}`},
+			},
+			wantOut: []string{"host", "l3-b", agentBID},
+		},
+		{
+			name: "switchover waits until the host is the only active one",
+			args: []string{"router", "switchover", routerID, "--to-host", "l3-a"},
+			setup: func(f *fakeNeutron) {
+				f.on("GET /v2.0/routers/"+routerID+"/l3-agents", 200, many("agents", l3AgentA, l3AgentB))
+				f.on("POST /v2.0/routers/"+routerID+"/switchover", 202,
+					`{"switchover": {"router_id": "`+routerID+`", "agent_id": "`+agentAID+`", "host": "l3-a", "requested_at": null}}`)
+			},
+			want: []wantReq{
+				{"GET", "/v2.0/routers/" + routerID + "/l3-agents", ""},
+				{"POST", "/v2.0/routers/" + routerID + "/switchover", `{"agent_id":"` + agentAID + `"}`},
+				{"GET", "/v2.0/routers/" + routerID + "/l3-agents", ""},
+			},
+			wantOut: []string{"router " + routerID + ": master on l3-a (l3-a=active l3-b=standby)"},
+		},
+		{
+			name: "switchover to a host without the router's agent",
+			args: []string{"router", "switchover", routerID, "--to-host", "l3-z"},
+			setup: func(f *fakeNeutron) {
+				f.on("GET /v2.0/routers/"+routerID+"/l3-agents", 200, many("agents", l3AgentA, l3AgentB))
+			},
+			want:    []wantReq{{"GET", "/v2.0/routers/" + routerID + "/l3-agents", ""}},
+			wantErr: `router ` + routerID + ` has no L3 agent on host "l3-z" (its agents are on: l3-a, l3-b)`,
+		},
+		{
 			name: "history of a router the server does not show",
 			args: []string{"router", "history", routerID},
 			setup: func(f *fakeNeutron) {

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -20,7 +21,7 @@ func (a *app) routerCmd() *cobra.Command {
 	cmd.AddCommand(
 		a.routerCreateCmd(), a.routerListCmd(), a.routerShowCmd(), a.routerUpdateCmd(), a.routerDeleteCmd(),
 		a.routerInterfaceCmd(true), a.routerInterfaceCmd(false),
-		a.routerSetGatewayCmd(), a.routerClearGatewayCmd(), a.routerAgentsCmd(), a.routerHistoryCmd(),
+		a.routerSetGatewayCmd(), a.routerClearGatewayCmd(), a.routerAgentsCmd(), a.routerHistoryCmd(), a.routerSwitchoverCmd(),
 	)
 	return cmd
 }
@@ -366,4 +367,107 @@ func (a *app) routerHistoryCmd() *cobra.Command {
 		return s.list(raw, []column{col("at"), col("host"), col("from"), col("to"), col("reason"), col("agent_id")}, nil)
 	})
 	return cmd
+}
+
+func (a *app) routerSwitchoverCmd() *cobra.Command {
+	var host string
+	var wait time.Duration
+	cmd := &cobra.Command{
+		Use:   "switchover ROUTER --to-host HOST [--wait 15s]",
+		Short: "Move an HA router's master to the agent on HOST, without loss (admin)",
+		Long: "Ask the server to move the router's VRRP master to its agent on HOST\n" +
+			"(POST /v2.0/routers/{id}/switchover). The new master holds the router's\n" +
+			"addresses before the old one drops them, and stays master afterwards.\n" +
+			"Then wait up to --wait until the API shows HOST active (0: do not wait).\n" +
+			"With the native VRRP driver the move takes one advert round trip; with\n" +
+			"the keepalived driver see the README (Operator controls).",
+		Args: cobra.ExactArgs(1),
+	}
+	cmd.Flags().StringVar(&host, "to-host", "", "host of the L3 agent that must become the master (required)")
+	cmd.Flags().DurationVar(&wait, "wait", 15*time.Second, "how long to wait for the API to show HOST active (0: return at once)")
+	_ = cmd.MarkFlagRequired("to-host")
+	cmd.RunE = a.run(func(ctx context.Context, s *session, _ *cobra.Command, args []string) error {
+		routerID, err := s.resolve(ctx, kindRouter, args[0])
+		if err != nil {
+			return err
+		}
+		agents, err := s.routerAgents(ctx, routerID)
+		if err != nil {
+			return err
+		}
+		var agentID string
+		var hosts []string
+		for _, ag := range agents {
+			hosts = append(hosts, ag.Host)
+			if ag.Host == host {
+				agentID = ag.ID
+			}
+		}
+		if agentID == "" {
+			return fmt.Errorf("router %s has no L3 agent on host %q (its agents are on: %s)", routerID, host, strings.Join(hosts, ", "))
+		}
+		raw, err := s.c.send(ctx, http.MethodPost, kindRouter.path(routerID)+"/switchover", map[string]any{"agent_id": agentID}, "switchover")
+		if err != nil {
+			return err
+		}
+		if wait <= 0 || s.json() {
+			return s.show(raw)
+		}
+		s.say("switchover of router %s to %s requested; waiting for %s to be active", routerID, host, host)
+		deadline := time.Now().Add(wait)
+		for {
+			agents, err := s.routerAgents(ctx, routerID)
+			if err != nil {
+				return err
+			}
+			var states []string
+			done := false
+			for _, ag := range agents {
+				states = append(states, ag.Host+"="+ag.HAState)
+				if ag.Host == host && ag.HAState == "active" {
+					done = true
+				}
+			}
+			active := 0
+			for _, ag := range agents {
+				if ag.HAState == "active" {
+					active++
+				}
+			}
+			if done && active == 1 {
+				s.say("router %s: master on %s (%s)", routerID, host, strings.Join(states, " "))
+				return nil
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("router %s: %s is not the only active agent after %s (%s); see 'l3ha router history %s'",
+					routerID, host, wait, strings.Join(states, " "), routerID)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	})
+	return cmd
+}
+
+// hostingAgent is one agent of a router as l3-agents shows it.
+type hostingAgent struct {
+	ID      string `json:"id"`
+	Host    string `json:"host"`
+	HAState string `json:"ha_state"`
+}
+
+// routerAgents lists the router's agents (GET /v2.0/routers/{id}/l3-agents).
+func (s *session) routerAgents(ctx context.Context, routerID string) ([]hostingAgent, error) {
+	raw, err := s.c.get(ctx, kindRouter.path(routerID)+"/l3-agents", nil, "agents")
+	if err != nil {
+		return nil, err
+	}
+	var agents []hostingAgent
+	if err := json.Unmarshal(raw, &agents); err != nil {
+		return nil, fmt.Errorf("reading the agents of router %s: %w", routerID, err)
+	}
+	return agents, nil
 }

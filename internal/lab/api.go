@@ -184,6 +184,31 @@ func (c *apiClient) routerAgents(ctx context.Context, routerID string) ([]apiAge
 	return out.Agents, err
 }
 
+// Transition is one row of a router's HA transition history, as the API
+// shows it (GET /v2.0/routers/{id}/ha_transitions).
+type Transition struct {
+	Host   string `json:"host"`
+	From   string `json:"from"`
+	To     string `json:"to"`
+	At     string `json:"at"`
+	Reason string `json:"reason"`
+}
+
+// routerHistory returns the newest limit transitions of the router, oldest
+// first.
+func (c *apiClient) routerHistory(ctx context.Context, routerID string, limit int) ([]Transition, error) {
+	var out struct {
+		Transitions []Transition `json:"ha_transitions"`
+	}
+	err := c.do(ctx, http.MethodGet, fmt.Sprintf("/v2.0/routers/%s/ha_transitions?limit=%d", url.PathEscape(routerID), limit), nil, &out)
+	return out.Transitions, err
+}
+
+// switchover asks the server to move the router's master to agentID.
+func (c *apiClient) switchover(ctx context.Context, routerID, agentID string) error {
+	return c.do(ctx, http.MethodPost, "/v2.0/routers/"+url.PathEscape(routerID)+"/switchover", map[string]any{"agent_id": agentID}, nil)
+}
+
 // apiRouter is the part of a router the lab reads.
 type apiRouter struct {
 	ID                  string `json:"id"`

@@ -118,6 +118,9 @@
 //	agent-restart  the master node's agent gets SIGUSR2 (exit for a restart)
 //	            and is started again with the same command line; expected:
 //	            no transition, no lost ping (watched for --timeout, 10 s)
+//	switchover  no fault: an operator's switchover to the other node through
+//	            the API (POST /v2.0/routers/{id}/switchover); expected: at
+//	            most 2 lost pings, the new master stays
 //
 // failover_seconds runs from the fault until another node's router
 // namespace holds the gateway address (netlink sockets kept open in each

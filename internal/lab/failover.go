@@ -34,10 +34,14 @@ const (
 	// a restart: VRRP keeps running), then the same command line again. It
 	// must cause no transition and lose no ping.
 	FaultAgentRestart = "agent-restart"
+	// FaultSwitchover is no fault but an operator's switchover to the
+	// other node (POST /v2.0/routers/{id}/switchover): it must lose at most
+	// 2 pings, and the new master stays.
+	FaultSwitchover = "switchover"
 )
 
 // Faults lists the faults that move mastership.
-var Faults = []string{FaultHALink, FaultNode, FaultAgentStop}
+var Faults = []string{FaultHALink, FaultNode, FaultAgentStop, FaultSwitchover}
 
 // NoFailoverFaults lists the faults after which the master must stay.
 var NoFailoverFaults = []string{FaultAgentRestart}
@@ -372,6 +376,9 @@ func (s *scenario) measure(ctx context.Context) (*Result, error) {
 	}
 	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	if h, err := s.api.routerHistory(actx, s.routerID, 6); err == nil {
+		res.HistoryAfter = h
+	}
 	if agents, err := s.api.routerAgents(actx, s.routerID); err == nil {
 		res.AgentsAfter = agentStates(agents)
 		if res.APIMasterAfter == "" {
@@ -651,6 +658,23 @@ func (s *scenario) inject(master string) (string, time.Time, error) {
 			return "", t0, err
 		}
 		return fmt.Sprintf("agent of %s (pid %d) sent SIGTERM", master, p.PID), t0, nil
+	case FaultSwitchover:
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		agents, err := s.api.routerAgents(ctx, s.routerID)
+		if err != nil {
+			return "", time.Time{}, err
+		}
+		for _, a := range agents {
+			if a.Host != master {
+				t0 := time.Now()
+				if err := s.api.switchover(ctx, s.routerID, a.ID); err != nil {
+					return "", t0, fmt.Errorf("switchover to %s: %w", a.Host, err)
+				}
+				return fmt.Sprintf("switchover to %s (agent %s) requested through the API", a.Host, a.ID), t0, nil
+			}
+		}
+		return "", time.Time{}, fmt.Errorf("router %s has no agent besides %s", s.routerID, master)
 	case FaultAgentRestart:
 		p, ok := s.st.process("agent-" + master)
 		if !ok {

@@ -411,17 +411,72 @@ func TestLabFailoverEndToEnd(t *testing.T) {
 			if r.FailoverSeconds == nil || r.MasterAfter != otherNode(r.MasterBefore) {
 				t.Errorf("no failover: master %s → %q (failover %v s): %+v", r.MasterBefore, r.MasterAfter, deref(r.FailoverSeconds), r)
 			}
-			if fault != FaultAgentStop {
+			switch fault {
+			case FaultAgentStop:
+				checkGracefulStop(t, &r)
+			case FaultSwitchover:
+				checkSwitchover(t, &r)
+			default:
 				if r.PingsLost == 0 || r.PingsLost >= r.PingsSent {
 					t.Errorf("pings: %d sent, %d lost", r.PingsSent, r.PingsLost)
 				}
-			} else {
-				checkGracefulStop(t, &r)
 			}
+			checkHistoryReason(t, &r)
 			if left := labLeftovers(name, nil); len(left) > 0 {
 				t.Errorf("after failover (which brought the lab up, so tears it down): %v", left)
 			}
 		})
+	}
+}
+
+// faultReasons is the reason the history must give the new master's
+// transition to active after each fault (issue 11: "history shows the right
+// reasons after node fault, agent stop, switchover").
+var faultReasons = map[string]string{
+	FaultHALink:     "peer_lost",
+	FaultNode:       "peer_lost",
+	FaultAgentStop:  "peer_resigned",
+	FaultSwitchover: "switchover",
+}
+
+// checkHistoryReason checks that the router's history ends with the new
+// master's transition to active and the fault's reason.
+func checkHistoryReason(t *testing.T, r *Result) {
+	t.Helper()
+	want := faultReasons[r.Fault]
+	for _, h := range r.HistoryAfter {
+		if h.Host == r.MasterAfter && h.To == "active" && h.Reason == want {
+			return
+		}
+	}
+	t.Errorf("history after %s: %+v, want %s standby→active with reason %q", r.Fault, r.HistoryAfter, r.MasterAfter, want)
+}
+
+// checkSwitchover checks an operator's switchover: the other node holds the
+// gateway within a second of the request (one apply and one advert round
+// trip), at most 2 pings of 10 ms are lost, the API shows the new master
+// active and the old one standby, and the gateway changed hands once and
+// stayed: during the settle time nobody took it back.
+func checkSwitchover(t *testing.T, r *Result) {
+	t.Helper()
+	target := otherNode(r.MasterBefore)
+	if f := r.FailoverSeconds; f == nil || *f > time.Second.Seconds() {
+		t.Errorf("switchover: %s held the gateway after %v s, want within 1s", target, deref(f))
+	}
+	states := map[string]string{}
+	for _, a := range r.AgentsAfter {
+		states[a.Host] = a.HAState
+	}
+	if states[target] != "active" || states[r.MasterBefore] != "standby" {
+		t.Errorf("API after the switchover: ha_state %v, want %s active and %s standby", states, target, r.MasterBefore)
+	}
+	if r.MasterAfter != target || r.KernelChanges > 2 {
+		// Two changes: {old} → {old, new} (the target holds the addresses
+		// before the old master drops them) → {new}.
+		t.Errorf("gateway holders after the switchover: %s, %d changes; want %s alone after at most 2", r.MasterAfter, r.KernelChanges, target)
+	}
+	if !r.PingsResumed || r.PingsLost > 2 || r.PingsLost >= r.PingsSent {
+		t.Errorf("pings across the switchover: %d sent, %d lost (resumed %v), want at most 2 lost", r.PingsSent, r.PingsLost, r.PingsResumed)
 	}
 }
 

@@ -56,6 +56,9 @@ type Result struct {
 	FaultAt             time.Time      `json:"fault_at"`
 	AgentsBefore        []AgentHAState `json:"agents_before"`
 	AgentsAfter         []AgentHAState `json:"agents_after"`
+	// HistoryAfter is the router's newest HA transitions at the end, with
+	// their reasons (oldest first).
+	HistoryAfter []Transition `json:"history_after,omitempty"`
 	Dataplane           string         `json:"dataplane"`
 	HADriver            string         `json:"ha_driver,omitempty"`
 	AdvertInt           string         `json:"ha_vrrp_advert_int,omitempty"`
@@ -107,6 +110,15 @@ func (r *Result) WriteTable(w io.Writer) error {
 	row("gateway holder changes", "%d", r.KernelChanges)
 	row("floating IP", "%s (reachable from upstream before the fault: %v)", r.FloatingIP, r.FloatingIPReachable)
 	tw.Flush()
+	if len(r.HistoryAfter) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "AT\tHOST\tFROM\tTO\tREASON")
+		for _, h := range r.HistoryAfter {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.At, h.Host, h.From, h.To, orNone(h.Reason))
+		}
+		tw.Flush()
+	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)
 	}

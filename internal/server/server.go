@@ -25,6 +25,7 @@ import (
 
 	"github.com/l3ha/l3ha/internal/api"
 	"github.com/l3ha/l3ha/internal/config"
+	"github.com/l3ha/l3ha/internal/dashboard"
 	"github.com/l3ha/l3ha/internal/ha"
 	"github.com/l3ha/l3ha/internal/ipam"
 	"github.com/l3ha/l3ha/internal/keystone"
@@ -59,6 +60,7 @@ var Options = []config.Option{
 	{Name: "allow_automatic_l3agent_failover", Default: "false", Usage: "move legacy routers off agents dead for 2×agent_down_time"},
 	{Name: "ha_transitions_max_age", Default: "604800", Usage: "seconds (or a duration such as 168h) the HA transitions of GET /v2.0/routers/{id}/ha_transitions are kept"},
 	{Name: "ha_transitions_per_router", Default: "1000", Usage: "HA transitions kept per router (older ones go, whichever of this and ha_transitions_max_age keeps fewer)"},
+	{Name: "dashboard_bench_plot", Default: "", Usage: "SVG file the dashboard (/dashboard/) shows as the failover benchmark's plot, e.g. the bench/failover.svg `l3ha lab bench compare` writes; read at each request (none when empty)"},
 	{Name: "debug", Default: "false", Usage: "log every request"},
 	// [keystone_authtoken], keystonemiddleware's names.
 	{Section: ksSection, Name: "www_authenticate_uri", Usage: "Keystone URL clients are sent to in 401s (default: auth_url)"},
@@ -95,7 +97,10 @@ type Config struct {
 	// Transitions bounds the HA transitions kept (zero fields:
 	// DefaultTransitionRetention's).
 	Transitions store.HATransitionRetention
-	Debug       bool
+	// DashboardBenchPlot is dashboard_bench_plot: the SVG file the
+	// dashboard shows as the failover benchmark's plot ("" none).
+	DashboardBenchPlot string
+	Debug              bool
 }
 
 // DefaultTransitionRetention is ha_transitions_max_age and
@@ -122,7 +127,7 @@ func Load(set *config.Set, log *slog.Logger) (*Config, error) {
 	c := &Config{
 		Bind: v.String("bind"), DefaultHA: v.Bool("l3_ha"),
 		AutoSchedule: v.Bool("router_auto_schedule"), AutomaticFailover: v.Bool("allow_automatic_l3agent_failover"),
-		Debug: v.Bool("debug"),
+		Debug: v.Bool("debug"), DashboardBenchPlot: v.String("dashboard_bench_plot"),
 	}
 	lo, hi := v.Range("vni_ranges", 1, 16777215)
 	c.HA = ha.Config{
@@ -338,6 +343,15 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Server, error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), s.metrics.haReports, s.metrics.heartbeats,
 		s.metrics.transitions, s.SplitBrainCollector())
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	// The dashboard authenticates with the API's Authenticator, so that it
+	// takes exactly the API's credentials.
+	dash, err := dashboard.New(db, cfg.Auth, dashboard.Options{AgentDownTime: cfg.HA.AgentDownTime, BenchPlot: cfg.DashboardBenchPlot}, log.With("component", "dashboard"))
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("building the dashboard: %w", err)
+	}
+	mux.Handle(dashboard.Path, dash)
+	mux.Handle(dashboard.Path+"/", dash)
 	mux.Handle("/", s.api.Handler())
 	s.handler = mux
 	return s, nil
