@@ -119,6 +119,21 @@ func (d *KeepalivedDriver) config(r HARouter) keepalived.Config {
 	for _, rt := range r.Routes {
 		c.Routes = append(c.Routes, keepalived.Route{Destination: rt.Dst, Via: rt.Gateway, Dev: rt.Dev, Protocol: d.settings.RouteProtocol})
 	}
+	if sw := r.Switchover; sw != nil && sw.Here {
+		// keepalived cannot be told to take over. What it allows: while
+		// the switchover lasts, this node's instance outranks the others
+		// and preempts, so it lets the master's adverts time out
+		// (Master_Down_Interval, 3 adverts and the skew) and takes over;
+		// the old master steps down when it hears the higher priority, so
+		// nothing is lost, but it takes seconds. When the server ends the
+		// switchover (this node reported master) the config goes back to
+		// Neutron's and keepalived, reloaded, stays master.
+		prio := c.Priority
+		if prio == 0 {
+			prio = 50
+		}
+		c.Priority, c.Preempt = min(prio+1, 254), true
+	}
 	return c
 }
 
