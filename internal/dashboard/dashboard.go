@@ -88,9 +88,10 @@ func New(db *store.DB, auth api.Authenticator, opts Options, log *slog.Logger) (
 	}
 	h := &handler{db: db, auth: auth, opts: opts, log: log, static: map[string]staticFile{}}
 	for name, ct := range map[string]string{
-		"index.html": "text/html; charset=utf-8",
-		"app.js":     "text/javascript; charset=utf-8",
-		"style.css":  "text/css; charset=utf-8",
+		"index.html":  "text/html; charset=utf-8",
+		"app.js":      "text/javascript; charset=utf-8",
+		"style.css":   "text/css; charset=utf-8",
+		"favicon.svg": "image/svg+xml",
 	} {
 		b, err := fs.ReadFile(staticFiles, "static/"+name)
 		if err != nil {

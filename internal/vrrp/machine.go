@@ -217,6 +217,19 @@ type RemoveAddresses struct{}
 // now live.
 type SendGratuitousARP struct{}
 
+// SplitBrainWon reports that another router acted as master while this one
+// is: it advertised (a split brain, seen when a partition heals) and this
+// one wins (§6.4.3: higher priority, or equal and a higher address), so the
+// loser steps down when it hears the advert sent with it; or, with
+// LoserPriority 0, it stepped down on hearing this one and said so. The
+// addresses are announced again with it, since the loser's gratuitous ARP
+// may have drawn traffic. For the log: it names the loser. At most one a
+// second.
+type SplitBrainWon struct {
+	Loser         netip.Addr
+	LoserPriority uint8
+}
+
 // StateChanged reports a transition, including those into and out of
 // Initialize.
 type StateChanged struct {
@@ -228,6 +241,7 @@ func (SendAdvert) isAction()        {}
 func (InstallAddresses) isAction()  {}
 func (RemoveAddresses) isAction()   {}
 func (SendGratuitousARP) isAction() {}
+func (SplitBrainWon) isAction()     {}
 func (StateChanged) isAction()      {}
 
 // Status is a snapshot of a machine, for display and metrics.
@@ -629,11 +643,12 @@ func (m *Machine) masterReceive(now time.Time, src netip.Addr, p Packet) []Actio
 	mine := m.priority(now)
 	switch {
 	case p.Priority == PriorityResign:
-		// Another router resigned while we are master (say, after a split
-		// brain): reassert at once so that backups that just armed their
-		// skew timer see a master and stay.
+		// Another router resigned while we are master (the loser of a
+		// split brain, or the master a switchover replaced): reassert at
+		// once so that backups that just armed their skew timer see a
+		// master and stay, and take the traffic back.
 		m.advertAt = now.Add(m.sendInterval())
-		return []Action{m.advert(mine)}
+		return append([]Action{m.advert(mine)}, m.reannounce(now, src, p.Priority)...)
 	case p.Priority > mine || p.Priority == mine && src.Compare(m.cfg.Primary) > 0:
 		// A better master: higher priority, or equal priority and a higher
 		// primary address.
@@ -647,22 +662,30 @@ func (m *Machine) masterReceive(now time.Time, src netip.Addr, p Packet) []Actio
 		}
 		m.becomeBackup(now, iv)
 		m.master, m.masterPriority = src, p.Priority
-		return []Action{RemoveAddresses{}, StateChanged{Master, Backup, cause}}
+		// The priority-0 advert tells the winner, which may never have
+		// heard us, that the split brain is over: it announces the
+		// addresses again (see SplitBrainWon).
+		return []Action{m.advert(PriorityResign), RemoveAddresses{}, StateChanged{Master, Backup, cause}}
 	case m.cfg.AnswerLowerPriority:
 		// Two masters, and we win: answer at once so that the other steps
 		// down within one round trip, and announce the addresses again, as
 		// the loser's gratuitous ARP may have drawn traffic to it.
 		// Adver_Timer is left alone: this advert is extra.
-		acts := []Action{m.advert(mine)}
-		if now.Sub(m.splitGARPAt) >= time.Second {
-			// At most one a second: a peer that never hears us must not
-			// turn every advert of its into a burst of ARP.
-			m.splitGARPAt = now
-			acts = append(acts, SendGratuitousARP{})
-		}
-		return acts
+		return append([]Action{m.advert(mine)}, m.reannounce(now, src, p.Priority)...)
 	}
 	return nil // §6.4.3: discard
+}
+
+// reannounce is what a master that won against loser does besides
+// advertising: say so and announce its addresses again, at most once a
+// second, so that a peer that never hears us cannot turn each of its adverts
+// into a burst of ARP.
+func (m *Machine) reannounce(now time.Time, loser netip.Addr, priority uint8) []Action {
+	if now.Sub(m.splitGARPAt) < time.Second {
+		return nil
+	}
+	m.splitGARPAt = now
+	return []Action{SplitBrainWon{Loser: loser, LoserPriority: priority}, SendGratuitousARP{}}
 }
 
 // becomeMaster is §6.4.1 / §6.4.2's way into Master: advertise, install the

@@ -383,17 +383,23 @@ func TestPreemptDelayToleratesLowerPriorityMaster(t *testing.T) {
 }
 
 // RFC 5798 §6.4.3: a master receiving priority 0 sends an advert at once and
-// resets Adver_Timer.
+// resets Adver_Timer. l3ha's addition: the other master just stepped down
+// (a healed split brain's loser, see below), so this one announces its
+// addresses again and says who lost, at most once a second.
 func TestRFC5798_6_4_3_MasterAnswersPriorityZero(t *testing.T) {
 	c := v3()
 	m := started(t, c, StartMaster)
 	now := at(300 * time.Millisecond)
-	wantActions(t, receive(t, m, now, higher, peer(c, 0)), advertOf(c, 100))
+	wantActions(t, receive(t, m, now, higher, peer(c, 0)), advertOf(c, 100), SplitBrainWon{higher, 0}, SendGratuitousARP{})
 	wantState(t, m, Master, now.Add(time.Second))
+	wantActions(t, receive(t, m, now.Add(time.Second/2), higher, peer(c, 0)), advertOf(c, 100))
 }
 
 // RFC 5798 §6.4.3: a master that hears a higher priority gives up its
 // addresses and becomes Backup, learning the new master's interval (v3).
+// l3ha's addition: it says so with a priority-0 advert, so that the winner
+// — which may never have heard this one's adverts, if its own crossed the
+// healed partition first — announces its addresses again.
 func TestRFC5798_6_4_3_MasterYieldsToHigherPriority(t *testing.T) {
 	c := v3()
 	m := started(t, c, StartMaster)
@@ -401,7 +407,7 @@ func TestRFC5798_6_4_3_MasterYieldsToHigherPriority(t *testing.T) {
 	p.MaxAdvertInterval = 200
 	now := at(500 * time.Millisecond)
 	wantActions(t, receive(t, m, now, lower, p),
-		RemoveAddresses{}, StateChanged{Master, Backup, CauseHigherPriority})
+		advertOf(c, 0), RemoveAddresses{}, StateChanged{Master, Backup, CauseHigherPriority})
 	down := 6*time.Second + 156*2*time.Second/256 // our priority 100, their 2s
 	wantState(t, m, Backup, now.Add(down))
 	if s := m.Status(); s.Master != lower || s.MasterPriority != 101 {
@@ -437,9 +443,9 @@ func TestRFC5798_6_4_3_EqualPriorityHigherAddressWins(t *testing.T) {
 func TestAnswerLowerPriority(t *testing.T) {
 	c := v3(func(c *Config) { c.AnswerLowerPriority = true })
 	m := started(t, c, StartMaster)
-	wantActions(t, receive(t, m, at(time.Second/2), lower, peer(c, 100)), advertOf(c, 100), SendGratuitousARP{})
+	wantActions(t, receive(t, m, at(time.Second/2), lower, peer(c, 100)), advertOf(c, 100), SplitBrainWon{lower, 100}, SendGratuitousARP{})
 	wantActions(t, receive(t, m, at(time.Second/2), higher, peer(c, 50)), advertOf(c, 100))
-	wantActions(t, receive(t, m, at(3*time.Second/2), higher, peer(c, 50)), advertOf(c, 100), SendGratuitousARP{})
+	wantActions(t, receive(t, m, at(3*time.Second/2), higher, peer(c, 50)), advertOf(c, 100), SplitBrainWon{higher, 50}, SendGratuitousARP{})
 	wantState(t, m, Master, at(time.Second))
 }
 

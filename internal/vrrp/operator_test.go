@@ -40,7 +40,7 @@ func TestSwitchoverTargetOutbidsTheMaster(t *testing.T) {
 	adv := tm.Announce(at(2 * time.Second))[0].(SendAdvert).Packet
 
 	wantActions(t, receive(t, old, at(2*time.Second), lower, adv),
-		RemoveAddresses{}, StateChanged{Master, Backup, CauseHigherPriority})
+		advertOf(c, 0), RemoveAddresses{}, StateChanged{Master, Backup, CauseHigherPriority})
 	// Afterwards, at equal priorities, the old master stays backup.
 	receive(t, old, at(12*time.Second), lower, peer(c, 50))
 	if old.State() != Backup {
@@ -91,7 +91,7 @@ func TestUnhealthyMasterIsReplacedByAHealthyBackup(t *testing.T) {
 		t.Fatalf("healthy backup: %v %v, want master by health_check", backup.State(), acts)
 	}
 	wantActions(t, receive(t, master, downAt, lower, peer(c, 50)),
-		RemoveAddresses{}, StateChanged{Master, Backup, CauseHealthCheck})
+		advertOf(c, 0), RemoveAddresses{}, StateChanged{Master, Backup, CauseHealthCheck})
 }
 
 // When every router's health check fails, all advertise the same lowered

@@ -122,7 +122,19 @@ func Open(ctx context.Context, dashboardURL string, o Options) (*Browser, error)
 	actx, release := chromedp.NewExecAllocator(context.WithoutCancel(ctx), opts...)
 	bctx, cancel := chromedp.NewContext(actx)
 	b := &Browser{url: dashboardURL, dir: dir, ctx: bctx, cancel: cancel, release: release, logf: o.Logf}
-	if err := b.run(ctx, chromedp.Navigate("about:blank")); err != nil {
+	// The first action starts the browser, for as long as the context it
+	// runs on lives: b.ctx itself, not one bounded by ctx. ctx still
+	// bounds the wait: Close stops a browser that takes too long.
+	started := make(chan error, 1)
+	go func() { started <- chromedp.Do(bctx, chromedp.Navigate("about:blank")) }()
+	select {
+	case err = <-started:
+	case <-ctx.Done():
+		b.Close()
+		<-started
+		err = ctx.Err()
+	}
+	if err != nil {
 		b.Close()
 		return nil, fmt.Errorf("dashtest: starting %s: %w", path, err)
 	}

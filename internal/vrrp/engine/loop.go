@@ -302,6 +302,12 @@ func (e *Engine) perform(r *router, acts []vrrp.Action, now time.Time, o perform
 			r.installed, need, garp = false, true, false
 		case vrrp.SendGratuitousARP:
 			garp, need = true, true
+		case vrrp.SplitBrainWon:
+			msg := "split brain: another node advertised as master; this node stays master, the loser steps down; announcing the addresses again"
+			if a.LoserPriority == vrrp.PriorityResign {
+				msg = "another node stepped down from master on hearing this one (a healed split brain, or a switchover); this node stays master; announcing the addresses again"
+			}
+			e.log.Warn(msg, "router_id", r.spec.ID, "vrid", r.spec.VRID, "loser", a.Loser.String(), "loser_priority", a.LoserPriority)
 		case vrrp.StateChanged:
 			cause := e.causeOf(r, a, o)
 			e.log.Info("VRRP transition", "router_id", r.spec.ID,
