@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/l3ha/l3ha/internal/dashboard/dashtest"
+	"github.com/l3ha/l3ha/internal/kerneltest"
 	"github.com/l3ha/l3ha/internal/store"
 )
 
@@ -275,6 +276,43 @@ func TestBrowserNeedsNoTokenUnderNoAuth(t *testing.T) {
 	}
 	if msg, err := b.Error(ctx); err != nil || msg != "" {
 		t.Errorf("error banner %q (%v)", msg, err)
+	}
+}
+
+// TestBrowserReachesAServerOnlyANamespaceReaches: with Options.Netns the
+// browser runs in that network namespace, as a lab test needs (the lab's
+// server is reachable from its namespaces only).
+func TestBrowserReachesAServerOnlyANamespaceReaches(t *testing.T) {
+	chromium := dashtest.Require(t)
+	kerneltest.Require(t, "ip")
+	ns := kerneltest.Namespace(t)
+	srv := startServer(t, serverOptions{netns: ns})
+	if _, err := http.Get(srv.URL + "/dashboard/"); err == nil {
+		t.Fatalf("%s answers outside namespace %s", srv.URL, ns)
+	}
+	startAgentVia(t, srv.URL, "net1", time.Second, clientIn(ns))
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	octx, ocancel := context.WithTimeout(ctx, 30*time.Second)
+	b, err := dashtest.Open(octx, srv.URL+"/dashboard/", dashtest.Options{Chromium: chromium, Netns: ns, Logf: t.Logf})
+	ocancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := b.Close(); err != nil {
+			t.Error(err)
+		}
+		if pids := processesUsing(b.UserDataDir()); len(pids) > 0 {
+			t.Errorf("chromium processes %v outlived Close", pids)
+		}
+	}()
+	as, err := b.Agents(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(as) != 1 || as[0].Host != "net1" || !as[0].Alive {
+		t.Errorf("agents shown: %+v, want net1 alive", as)
 	}
 }
 

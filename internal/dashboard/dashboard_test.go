@@ -361,7 +361,9 @@ func (fakeKeystone) Validate(_ context.Context, tok string) (keystone.Token, err
 	return keystone.Token{}, keystone.ErrInvalidToken
 }
 
-func (fakeKeystone) WWWAuthenticate() string { return `Keystone uri="https://keystone.example.test:5000"` }
+func (fakeKeystone) WWWAuthenticate() string {
+	return `Keystone uri="https://keystone.example.test:5000"`
+}
 
 // TestKeystoneAnswersAsTheAPI: behind Keystone, an invalid token is a 401
 // that sends the client to Keystone, Keystone down a 503 (never data), a

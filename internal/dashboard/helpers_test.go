@@ -20,6 +20,7 @@ import (
 	"github.com/l3ha/l3ha/internal/dashboard"
 	"github.com/l3ha/l3ha/internal/ha"
 	"github.com/l3ha/l3ha/internal/ipam"
+	"github.com/l3ha/l3ha/internal/linux"
 	"github.com/l3ha/l3ha/internal/server"
 	"github.com/l3ha/l3ha/internal/servertest"
 )
@@ -32,6 +33,9 @@ type serverOptions struct {
 	// benchPlot is dashboard_bench_plot.
 	benchPlot     string
 	agentDownTime time.Duration // 0: 75 s
+	// netns is the network namespace the server listens in ("": the
+	// test's).
+	netns string
 }
 
 // testServer is a running l3ha server.
@@ -67,7 +71,17 @@ func startServer(t *testing.T, o serverOptions) *testServer {
 		cancel()
 		t.Fatalf("starting server: %v", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	var ln net.Listener
+	if o.netns == "" {
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+	} else {
+		// A socket stays in the namespace it was made in.
+		err = linux.Do(o.netns, func() error {
+			var err error
+			ln, err = net.Listen("tcp", "127.0.0.1:0")
+			return err
+		})
+	}
 	if err != nil {
 		cancel()
 		srv.Close()
@@ -218,7 +232,13 @@ type fakeAgent struct {
 // until t ends or stop.
 func startAgent(t *testing.T, base, host string, period time.Duration) *fakeAgent {
 	t.Helper()
-	c := agentapi.NewClient([]string{base}, servertest.AgentTokenOf(host), nil, nil)
+	return startAgentVia(t, base, host, period, nil)
+}
+
+// startAgentVia is startAgent through hc (nil: a plain client).
+func startAgentVia(t *testing.T, base, host string, period time.Duration, hc *http.Client) *fakeAgent {
+	t.Helper()
+	c := agentapi.NewClient([]string{base}, servertest.AgentTokenOf(host), hc, nil)
 	hb := agentapi.Heartbeat{
 		Host: host, AgentType: agentapi.AgentTypeL3, Binary: agentapi.BinaryL3, Topic: agentapi.TopicL3,
 		StartedAt:      time.Now().UTC(),
@@ -280,4 +300,18 @@ func (a *fakeAgent) send(t *testing.T, rep agentapi.HAStateReport) {
 	if err := a.client.ReportHAStates(ctx, rep); err != nil {
 		t.Fatalf("ha_state report of %s: %v", a.host, err)
 	}
+}
+
+// clientIn is an HTTP client whose connections are made in the network
+// namespace ns.
+func clientIn(ns string) *http.Client {
+	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := linux.Do(ns, func() error {
+			var err error
+			c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}}}
 }

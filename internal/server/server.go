@@ -60,7 +60,7 @@ var Options = []config.Option{
 	{Name: "allow_automatic_l3agent_failover", Default: "false", Usage: "move legacy routers off agents dead for 2×agent_down_time"},
 	{Name: "ha_transitions_max_age", Default: "604800", Usage: "seconds (or a duration such as 168h) the HA transitions of GET /v2.0/routers/{id}/ha_transitions are kept"},
 	{Name: "ha_transitions_per_router", Default: "1000", Usage: "HA transitions kept per router (older ones go, whichever of this and ha_transitions_max_age keeps fewer)"},
-	{Name: "dashboard_bench_plot", Default: "", Usage: "SVG file the dashboard (/dashboard/) shows as the failover benchmark's plot, e.g. the bench/failover.svg `l3ha lab bench compare` writes; read at each request (none when empty)"},
+	{Name: "dashboard_bench_plot", Default: "", Usage: "SVG file the dashboard (/dashboard/) shows as the failover benchmark's plot, e.g. the bench/failover.svg that l3ha lab bench compare writes; read at each request (none when empty)"},
 	{Name: "debug", Default: "false", Usage: "log every request"},
 	// [keystone_authtoken], keystonemiddleware's names.
 	{Section: ksSection, Name: "www_authenticate_uri", Usage: "Keystone URL clients are sent to in 401s (default: auth_url)"},

@@ -71,6 +71,10 @@ type Options struct {
 	// IgnoreCertificateErrors accepts any TLS certificate, for a server
 	// whose CA the browser does not know (the lab's).
 	IgnoreCertificateErrors bool
+	// Netns runs chromium in this network namespace (ip netns exec), to
+	// reach a server that only that namespace reaches: the lab's, whose
+	// networks the root namespace has no route to.
+	Netns string
 	// Width and Height are the window's size (0: 1280×1000).
 	Width, Height int
 	// Logf hears the page's console messages and exceptions (nil: none),
@@ -116,6 +120,25 @@ func Open(ctx context.Context, dashboardURL string, o Options) (*Browser, error)
 		chromedp.DisableGPU, chromedp.WindowSize(w, h))
 	if o.IgnoreCertificateErrors {
 		opts = append(opts, chromedp.IgnoreCertErrors)
+	}
+	if o.Netns != "" {
+		ip, err := exec.LookPath("ip")
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("dashtest: running chromium in namespace %s: %w", o.Netns, err)
+		}
+		opts = append(opts, chromedp.ModifyCmdFunc(func(cmd *exec.Cmd) {
+			// ip execs chromium in place: the process chromedp waits for
+			// and kills is chromium itself.
+			cmd.Args = append([]string{"ip", "netns", "exec", o.Netns, cmd.Path}, cmd.Args[1:]...)
+			cmd.Path = ip
+			if cmd.SysProcAttr == nil {
+				cmd.SysProcAttr = &syscall.SysProcAttr{}
+			}
+			// What chromedp does without ModifyCmdFunc: chromium dies
+			// with the test.
+			cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+		}))
 	}
 	// The browser outlives ctx (which may be a short deadline for the
 	// opening): its life is the Browser's, until Close.

@@ -28,7 +28,8 @@
   let pollTimer = null;
   let polling = false;
   let clockOffset = 0; // server time minus browser time, ms
-  let benchRequested = false;
+  let benchShown = false;
+  let benchNextTry = 0; // Date.now() after which to ask for the plot again
   let switchoverSeq = 0;
   const routerRows = new Map(); // router id → {key, tr}
   let seenTransitions = null; // keys of the transitions shown last time
@@ -232,17 +233,19 @@
     $('no-transitions').hidden = transitions.length > 0;
   }
 
+  // loadBenchPlot fetches the plot with the token (an <img src> could not
+  // send it) and shows it from memory; a plot not made yet is asked for
+  // again a minute later.
   async function loadBenchPlot() {
-    benchRequested = true;
+    benchNextTry = Date.now() + 60000;
     try {
       const resp = await fetch('bench.svg', { headers: headers({ Accept: 'image/svg+xml' }), cache: 'no-cache' });
-      if (!resp.ok) return; // none made yet
+      if (!resp.ok) return;
       const blob = await resp.blob();
       $('bench').src = URL.createObjectURL(blob);
       $('bench-section').hidden = false;
-    } catch (_) {
-      benchRequested = false; // try again at a later poll
-    }
+      benchShown = true;
+    } catch (_) { /* asked again later */ }
   }
 
   function render(st) {
@@ -251,7 +254,7 @@
     renderRouters(st.routers);
     renderTimeline(st.transitions);
     updateAges();
-    if (st.bench_plot && !benchRequested) loadBenchPlot();
+    if (st.bench_plot && !benchShown && Date.now() >= benchNextTry) loadBenchPlot();
     const alive = st.agents.filter((a) => a.alive).length;
     setStatus(`updated ${clock(st.generated_at)} · ${alive}/${st.agents.length} agents alive · ${st.routers.length} HA routers`, true);
   }
@@ -361,7 +364,7 @@
       $('login-error').hidden = true;
       setState('loading');
       setStatus('signing in…', false);
-      benchRequested = false;
+      benchNextTry = 0;
       schedule(0);
     });
     $('logout').addEventListener('click', () => {
