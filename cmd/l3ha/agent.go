@@ -44,8 +44,11 @@ type agentOptions struct {
 	// `l3ha neutron-l3-agent`'s [l3ha] advert_int); not a flag.
 	pace     time.Duration
 	password string
-	metrics  string
-	pprof    string
+	// healthCheck is Neutron's ha_vrrp_health_check_interval in seconds:
+	// how often each HA router checks its gateway (0: never).
+	healthCheck float64
+	metrics     string
+	pprof       string
 	// externalL2: the node's bridges belong to another L2 agent (Neutron's
 	// linuxbridge agent under `l3ha neutron-l3-agent`); not a flag.
 	externalL2 bool
@@ -54,7 +57,7 @@ type agentOptions struct {
 // agentFlagNames are the flags that can also come from L3HA_<NAME> variables.
 var agentFlagNames = []string{
 	"host", "server", "server-ca", "agent-token", "agent-token-file", "state-dir", "dataplane", "agent-mode", "local-ip",
-	"physical-interface-mappings", "netns-suffix", "ha-driver", "ha-vrrp-advert-int", "ha-vrrp-version", "ha-vrrp-auth-password", "metrics-bind", "pprof-bind",
+	"physical-interface-mappings", "netns-suffix", "ha-driver", "ha-vrrp-advert-int", "ha-vrrp-version", "ha-vrrp-auth-password", "ha-vrrp-health-check-interval", "metrics-bind", "pprof-bind",
 }
 
 // newAgentCommand returns `l3ha agent`, which runs the node agent. Client
@@ -93,6 +96,7 @@ variable.`,
 	f.Float64Var(&o.advertInt, "ha-vrrp-advert-int", 0, "VRRP advertisement interval in seconds (VRRPv2: whole seconds; VRRPv3: down to 0.01); 0: the driver's default, native 0.2 (VRRPv3), keepalived 2 (VRRPv2, as Neutron)")
 	f.IntVar(&o.vrrpVer, "ha-vrrp-version", 0, "VRRP version 2 or 3 (default: 3 when the advert interval is fractional, else 2 as Neutron)")
 	f.StringVar(&o.password, "ha-vrrp-auth-password", "", "VRRPv2 simple password (PASS authentication); empty: none")
+	f.Float64Var(&o.healthCheck, "ha-vrrp-health-check-interval", 0, "seconds between two checks of each HA router's upstream gateway (ARP from its qg- device, as Neutron's ha_vrrp_health_check_interval); a master whose gateway fails 3 checks in a row hands over to a backup whose gateway answers; 0: off (native driver only)")
 	f.StringVar(&o.metrics, "metrics-bind", "", "address to serve Prometheus metrics on (/metrics), e.g. 127.0.0.1:9697; empty: off")
 	f.StringVar(&o.pprof, "pprof-bind", "", "address to serve Go profiles on (/debug/pprof/, for go tool pprof), e.g. 127.0.0.1:6060; empty: off")
 	return cmd
@@ -243,7 +247,14 @@ const (
 
 // linuxDataplane builds the Linux data plane and its HA driver from flags.
 func linuxDataplane(o *agentOptions, reg prometheus.Registerer, logger *slog.Logger) (agent.Dataplane, error) {
-	cfg := dataplane.Config{Suffix: o.suffix, Mappings: map[string]string{}, ExternalL2: o.externalL2, Logger: logger}
+	cfg := dataplane.Config{Suffix: o.suffix, Mappings: map[string]string{}, ExternalL2: o.externalL2, Logger: logger, Host: o.host}
+	if o.healthCheck < 0 {
+		return nil, fmt.Errorf("--ha-vrrp-health-check-interval %v: must not be negative (0: off)", o.healthCheck)
+	}
+	if o.healthCheck > 0 && o.haDriver != "native" {
+		return nil, fmt.Errorf("--ha-vrrp-health-check-interval %v: gateway health checks need --ha-driver native (keepalived's own check would take every router down when all gateways fail)", o.healthCheck)
+	}
+	cfg.HealthCheckInterval = time.Duration(o.healthCheck * float64(time.Second))
 	if o.localIP != "" {
 		cfg.LocalIP = netip.MustParseAddr(o.localIP)
 	}
@@ -290,6 +301,7 @@ func linuxDataplane(o *agentOptions, reg prometheus.Registerer, logger *slog.Log
 	case "native":
 		d, err := dataplane.NewNativeDriver(dataplane.NativeOptions{
 			StateDir: o.stateDir, Version: version, AdvertInt: advert, Password: o.password, Pace: o.pace, Logger: logger,
+			HealthPreempt: cfg.HealthCheckInterval > 0,
 			Registerer: reg,
 		})
 		if err != nil {

@@ -32,6 +32,7 @@ type labUpFlags struct {
 	dataplane     string
 	haDriver      string
 	advertInt     string
+	healthCheck   string
 	agentDownTime int
 	keystone      bool
 }
@@ -40,6 +41,7 @@ func (f *labUpFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.dataplane, "dataplane", lab.DataplaneLinux, "data plane of the agents: linux or fake (fake touches nothing; for testing the lab itself)")
 	fs.StringVar(&f.haDriver, "ha-driver", "", "HA driver passed to the agents as --ha-driver: keepalived or native for every node, or per node as net1=keepalived,net2=native (mixed drivers need --ha-vrrp-advert-int; default: the agent's)")
 	fs.StringVar(&f.advertInt, "ha-vrrp-advert-int", "", "VRRP advertisement interval passed to every agent as --ha-vrrp-advert-int (default: the agent's)")
+	fs.StringVar(&f.healthCheck, "ha-vrrp-health-check-interval", "", "seconds between gateway health checks, passed to the network nodes' agents as --ha-vrrp-health-check-interval (default: the agent's, off)")
 	fs.IntVar(&f.agentDownTime, "agent-down-time", lab.DefaultAgentDownTime, "the lab server's agent_down_time in seconds")
 	fs.BoolVar(&f.keystone, "keystone", false, "run a private Keystone (Debian's keystone) in the controller: the server validates tokens with it (auth_strategy keystone), the lab logs in as its admin, and <dir>/clouds.yaml holds the clouds l3ha-admin, l3ha-member, l3ha-reader for the openstack client run in the controller's namespace")
 }
@@ -48,6 +50,7 @@ func (f *labFlags) options(up *labUpFlags, cmd *cobra.Command) lab.Options {
 	o := lab.Options{Name: f.name, Dir: f.dir, Out: cmd.ErrOrStderr()}
 	if up != nil {
 		o.Dataplane, o.HADriver, o.AdvertInt, o.AgentDownTime, o.Keystone = up.dataplane, up.haDriver, up.advertInt, up.agentDownTime, up.keystone
+		o.HealthCheckInterval = up.healthCheck
 	}
 	return o
 }

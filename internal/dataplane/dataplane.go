@@ -19,6 +19,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/l3ha/l3ha/internal/agent"
 	"github.com/l3ha/l3ha/internal/agentapi"
@@ -60,7 +61,14 @@ type Config struct {
 	// ExternalL2: another agent owns the node's bridges (see
 	// PlanOptions.ExternalL2); the data plane never creates or removes one.
 	ExternalL2 bool
-	Logger     *slog.Logger
+	// Host is this node's host name (it makes each node's gateway probes
+	// its own, see linux.ProbeMAC).
+	Host string
+	// HealthCheckInterval is how often each HA router's gateway is checked
+	// (Neutron's ha_vrrp_health_check_interval); 0: never. It needs a
+	// driver that takes health into VRRP (the native one).
+	HealthCheckInterval time.Duration
+	Logger              *slog.Logger
 }
 
 // Linux is the data plane. It implements agent.Dataplane.
@@ -72,6 +80,10 @@ type Linux struct {
 
 	mu      sync.Mutex
 	skipped map[string]string // router or network id → reason last logged
+	// states is the last HA state the driver reported per router.
+	states map[string]string
+	// health checks the gateways; nil when HealthCheckInterval is 0.
+	health *HealthChecker
 }
 
 var _ agent.Dataplane = (*Linux)(nil)
@@ -82,14 +94,20 @@ func New(cfg Config, driver HADriver) *Linux {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Linux{cfg: cfg, driver: driver, log: log, skipped: map[string]string{}}
+	return &Linux{cfg: cfg, driver: driver, log: log, skipped: map[string]string{}, states: map[string]string{}}
 }
 
 // Start implements agent.Dataplane: the HA driver adopts running VRRP
 // instances (so a restarted agent disturbs no master) and reports states.
 func (l *Linux) Start(ctx context.Context, report agent.ReportFunc) error {
 	l.report = report
+	if err := l.startHealthChecks(ctx); err != nil {
+		return err
+	}
 	return l.driver.Start(ctx, func(routerID, state, reason string) {
+		l.mu.Lock()
+		l.states[routerID] = state
+		l.mu.Unlock()
 		report(agent.Transition{RouterID: routerID, State: state, Reason: reason})
 	})
 }
@@ -104,6 +122,9 @@ func (l *Linux) Stop(ctx context.Context, resign bool) error {
 func (l *Linux) Apply(ctx context.Context, st agentapi.DesiredState) error {
 	p := MakePlan(st, PlanOptions{Suffix: l.cfg.Suffix, LocalIP: l.cfg.LocalIP, Mappings: l.cfg.Mappings, ExternalL2: l.cfg.ExternalL2})
 	l.logSkipped(p)
+	if l.health != nil {
+		l.health.Set(GatewayTargets(p))
+	}
 	var errs []error
 	wanted := map[string]bool{}
 	for _, n := range p.Networks {

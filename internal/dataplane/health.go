@@ -110,7 +110,8 @@ type GatewayTarget struct {
 // probe is ARP, and an IPv6-only gateway is left alone rather than reported
 // down (which would move its master for nothing).
 func (t GatewayTarget) checkable() bool {
-	return t.Device != "" && t.Gateway.Unmap().Is4() && !t.Gateway.IsUnspecified()
+	gw := t.Gateway.Unmap()
+	return t.Device != "" && gw.Is4() && !gw.IsUnspecified()
 }
 
 // GatewayTargets returns the gateway of every HA router of p that has one
@@ -143,9 +144,15 @@ type HealthCheckConfig struct {
 	Fall, Rise int
 	// Timeout of one probe; 0: the interval, at most one second.
 	Timeout time.Duration
-	// Open returns the probe of a router's device, e.g.
-	// func(ns, dev string) GatewayProbe { return linux.NewGatewayProber(ns, dev) }.
-	Open func(ns, dev string) GatewayProbe
+	// Open returns the probe of router routerID's device dev in namespace
+	// ns. The router's id is there for the probe's source MAC, which must
+	// be the node's own for that router, not the router's (see
+	// linux.ProbeMAC):
+	//
+	//	func(routerID, ns, dev string) GatewayProbe {
+	//		return linux.NewGatewayProber(ns, dev, linux.ProbeMAC(host, routerID))
+	//	}
+	Open func(routerID, ns, dev string) GatewayProbe
 	// OnChange is called, one call at a time and in order, whenever a
 	// router's gateway turns unhealthy or healthy again, and with healthy
 	// true when a router that was unhealthy stops being checked (removed,
@@ -337,7 +344,7 @@ func (c *HealthChecker) reconcileLocked() {
 
 // loop checks one router every interval, at its phase, until ctx ends.
 func (c *HealthChecker) loop(ctx context.Context, chk *gatewayCheck) {
-	probe := c.cfg.Open(chk.target.Namespace, chk.target.Device)
+	probe := c.cfg.Open(chk.id, chk.target.Namespace, chk.target.Device)
 	defer func() {
 		if err := probe.Close(); err != nil {
 			c.logger(chk).Debug("closing gateway probe", "error", err)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -57,6 +58,7 @@ type fakeGateways struct {
 	calls   []probeCall
 	open    map[string]int // "ns dev" → probes open
 	opened  []string       // "ns dev", every Open
+	openIDs []string       // the router id of every Open
 	changes map[string][]change
 }
 
@@ -70,11 +72,12 @@ func newFakeGateways(up ...netip.Addr) *fakeGateways {
 
 func (f *fakeGateways) set(gw netip.Addr, up bool) { f.mu.Lock(); f.up[gw] = up; f.mu.Unlock() }
 
-func (f *fakeGateways) Open(ns, dev string) GatewayProbe {
+func (f *fakeGateways) Open(routerID, ns, dev string) GatewayProbe {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.open[ns+" "+dev]++
 	f.opened = append(f.opened, ns+" "+dev)
+	f.openIDs = append(f.openIDs, routerID)
 	return &fakeProbe{f: f, key: ns + " " + dev, ns: ns}
 }
 
@@ -461,6 +464,27 @@ func TestHealthCheckerSkipsRoutersWithoutAnIPv4Gateway(t *testing.T) {
 	})
 }
 
+// TestHealthCheckerOpensProbesWithTheRouterID: Open gets the router's id
+// with its device, for the probe MAC of that router on this node.
+func TestHealthCheckerOpensProbesWithTheRouterID(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeGateways(gwA)
+		chk, _ := startChecker(t, HealthCheckConfig{}, f)
+		chk.Set(map[string]GatewayTarget{"r1": target("r1", gwA), "r2": target("r2", gwB)})
+		advance(2 * testInterval)
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		got := map[string]string{}
+		for i, id := range f.openIDs {
+			got[id] = f.opened[i]
+		}
+		want := map[string]string{"r1": "ns-r1 qg-r1", "r2": "ns-r2 qg-r2"}
+		if len(f.openIDs) != 2 || !maps.Equal(got, want) {
+			t.Fatalf("Open calls (router id → ns dev) = %v, want %v", got, want)
+		}
+	})
+}
+
 func TestHealthCheckerSpreadsProbesOverTheInterval(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const routers = 20
@@ -552,7 +576,7 @@ func TestHealthCheckerLogsChangesWithTheRouterFields(t *testing.T) {
 }
 
 func TestNewHealthCheckerRejectsBadConfig(t *testing.T) {
-	open := func(string, string) GatewayProbe { return nil }
+	open := func(string, string, string) GatewayProbe { return nil }
 	for name, cfg := range map[string]HealthCheckConfig{
 		"negative interval":       {Interval: -time.Second, Open: open},
 		"negative fall":           {Interval: time.Second, Fall: -1, Open: open},

@@ -34,7 +34,10 @@ type NativeOptions struct {
 	Priority int
 	// GARPDelay is garp_master_delay (0: 60s as Neutron; negative: none).
 	GARPDelay time.Duration
-	Logger    *slog.Logger
+	// HealthPreempt: backups take over from a master whose gateway health
+	// check failed (engine.Options.HealthPreempt); set with health checks.
+	HealthPreempt bool
+	Logger        *slog.Logger
 	// Registerer receives the engine's metrics; nil: none.
 	Registerer prometheus.Registerer
 }
@@ -65,6 +68,7 @@ func NewNativeDriver(o NativeOptions) (*NativeDriver, error) {
 		Pace:           o.Pace,
 		Priority:       uint8(o.Priority),
 		GARPDelay:      o.GARPDelay,
+		HealthPreempt:  o.HealthPreempt,
 		StateDir:       o.StateDir,
 		Logger:         o.Logger,
 		Registerer:     o.Registerer,
@@ -201,6 +205,12 @@ func nativeRouter(r HARouter, advert time.Duration) (engine.Router, error) {
 		er.Routes = append(er.Routes, engine.Route{Dst: rt.Dst, Gateway: rt.Gateway, Dev: rt.Dev})
 	}
 	return er, nil
+}
+
+// SetHealthy implements healthSetter: the router's gateway check result
+// goes to its VRRP priority (engine.SetHealthy).
+func (d *NativeDriver) SetHealthy(ctx context.Context, routerID string, healthy bool) error {
+	return d.e.SetHealthy(ctx, routerID, healthy)
 }
 
 // Remove implements HADriver: a master resigns and gives its addresses up.

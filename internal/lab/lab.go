@@ -57,6 +57,9 @@ type Options struct {
 	// speak one VRRP version and interval (1: VRRPv2 at 1 s; 0.1: VRRPv3).
 	HADriver  string
 	AdvertInt string
+	// HealthCheckInterval, when not empty, is passed to the network nodes'
+	// agents as --ha-vrrp-health-check-interval (seconds).
+	HealthCheckInterval string
 	// AgentDownTime is the server's agent_down_time in seconds (default 10).
 	AgentDownTime int
 	// MinAgentsPerRouter is the server's min_l3_agents_per_router (0: 2).
@@ -215,7 +218,7 @@ func up(ctx context.Context, o *Options) (*State, error) {
 	}
 	st := &State{
 		Name: o.Name, Dir: o.Dir, Binary: o.Binary, CreatedAt: time.Now().UTC(),
-		Dataplane: o.Dataplane, HADriver: o.HADriver, AdvertInt: o.AdvertInt,
+		Dataplane: o.Dataplane, HADriver: o.HADriver, AdvertInt: o.AdvertInt, HealthCheckInterval: o.HealthCheckInterval,
 		AgentDownTime: o.AgentDownTime, ServerURL: serverURL(), Processes: []Process{},
 		MinAgentsPerRouter: o.MinAgentsPerRouter, HARoutersPerNetwork: o.HARoutersPerNetwork,
 	}
@@ -598,6 +601,9 @@ func agentArgv(st *State, n Node, caps agentCaps) ([]string, error) {
 	}
 	if st.AdvertInt != "" {
 		opt("ha-vrrp-advert-int", st.AdvertInt, true)
+	}
+	if st.HealthCheckInterval != "" && n.Network {
+		opt("ha-vrrp-health-check-interval", st.HealthCheckInterval, true)
 	}
 	for _, f := range []string{"host", "server", "server-ca", "agent-token-file", "state-dir", "local-ip", "dataplane", "agent-mode"} {
 		if !caps.flags[f] {

@@ -59,10 +59,10 @@ type Result struct {
 	// HistoryAfter is the router's newest HA transitions at the end, with
 	// their reasons (oldest first).
 	HistoryAfter []Transition `json:"history_after,omitempty"`
-	Dataplane           string         `json:"dataplane"`
-	HADriver            string         `json:"ha_driver,omitempty"`
-	AdvertInt           string         `json:"ha_vrrp_advert_int,omitempty"`
-	Notes               []string       `json:"notes,omitempty"`
+	Dataplane    string       `json:"dataplane"`
+	HADriver     string       `json:"ha_driver,omitempty"`
+	AdvertInt    string       `json:"ha_vrrp_advert_int,omitempty"`
+	Notes        []string     `json:"notes,omitempty"`
 }
 
 // AgentHAState is one agent hosting the router, as the API shows it.

@@ -26,10 +26,12 @@ type State struct {
 	// HADriver is the lab's --ha-driver as given ("native",
 	// "net1=keepalived,net2=native"); HADrivers the driver it gives each
 	// node (ParseHADrivers), nodes without one keeping the agent's default.
-	HADriver      string            `json:"ha_driver,omitempty"`
-	HADrivers     map[string]string `json:"ha_drivers,omitempty"`
-	AdvertInt     string            `json:"ha_vrrp_advert_int,omitempty"`
-	AgentDownTime int               `json:"agent_down_time"`
+	HADriver  string            `json:"ha_driver,omitempty"`
+	HADrivers map[string]string `json:"ha_drivers,omitempty"`
+	AdvertInt string            `json:"ha_vrrp_advert_int,omitempty"`
+	// HealthCheckInterval is the network nodes' --ha-vrrp-health-check-interval.
+	HealthCheckInterval string `json:"ha_vrrp_health_check_interval,omitempty"`
+	AgentDownTime       int    `json:"agent_down_time"`
 	// MinAgentsPerRouter is the server's min_l3_agents_per_router (0: 2).
 	MinAgentsPerRouter int `json:"min_l3_agents_per_router,omitempty"`
 	// HARoutersPerNetwork is the server's l3_ha_routers_per_network (0: its

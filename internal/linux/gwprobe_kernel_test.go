@@ -2,19 +2,28 @@ package linux_test
 
 // Kernel tier for GatewayProber: a router namespace whose qg- device is one
 // end of a veth pair, the other end in a namespace that plays the upstream
-// gateway. Both are throwaway l3ha-test-<random> namespaces
-// (kerneltest.Namespace), deleted when each test ends.
+// gateway; and, for what the probes teach the network, a bridge joining the
+// gateway to a master and a backup whose qg- devices share the router's MAC.
+// All are throwaway l3ha-test-<random> namespaces (kerneltest.Namespace),
+// deleted when each test ends.
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os/exec"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mdlayher/ethernet"
+	"github.com/mdlayher/packet"
+	"golang.org/x/sys/unix"
 
 	"github.com/l3ha/l3ha/internal/kerneltest"
 	"github.com/l3ha/l3ha/internal/linux"
@@ -60,9 +69,17 @@ func (l gwLab) wire(t *testing.T) {
 	}
 }
 
+// mac is the lab's probe MAC: its router namespace stands for the router.
+func (l gwLab) mac() net.HardwareAddr { return linux.ProbeMAC("gwprobe-test-host", l.router) }
+
 func (l gwLab) prober(t *testing.T) *linux.GatewayProber {
 	t.Helper()
-	p := linux.NewGatewayProber(l.router, l.dev)
+	return newProber(t, l.router, l.dev, l.mac())
+}
+
+func newProber(t *testing.T, ns, dev string, mac net.HardwareAddr) *linux.GatewayProber {
+	t.Helper()
+	p := linux.NewGatewayProber(ns, dev, mac)
 	t.Cleanup(func() { p.Close() })
 	return p
 }
@@ -70,11 +87,30 @@ func (l gwLab) prober(t *testing.T) *linux.GatewayProber {
 // neighbours is the gateway's view of who asked it: `ip neigh` there.
 func (l gwLab) neighbours(t *testing.T) string {
 	t.Helper()
-	out, err := exec.Command("ip", "-n", l.gateway, "neigh", "show", "dev", l.gwDev).CombinedOutput()
+	return neighbours(t, l.gateway, l.gwDev)
+}
+
+func neighbours(t *testing.T, ns, dev string) string {
+	t.Helper()
+	out, err := exec.Command("ip", "-n", ns, "neigh", "show", "dev", dev).CombinedOutput()
 	if err != nil {
 		t.Fatalf("ip neigh: %v\n%s", err, out)
 	}
 	return string(out)
+}
+
+// mustNotBePromiscuous fails t unless dev in ns is in no promiscuous mode,
+// IFF_PROMISC or a socket's membership: the probe's reply must arrive
+// without either.
+func mustNotBePromiscuous(t *testing.T, ns, dev string) {
+	t.Helper()
+	out, err := exec.Command("ip", "-d", "-n", ns, "link", "show", "dev", dev).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip link: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "PROMISC") || !strings.Contains(string(out), " promiscuity 0 ") {
+		t.Fatalf("%s in %s is promiscuous:\n%s", dev, ns, out)
+	}
 }
 
 func mustAnswer(t *testing.T, p *linux.GatewayProber, gw netip.Addr) {
@@ -86,16 +122,16 @@ func mustAnswer(t *testing.T, p *linux.GatewayProber, gw netip.Addr) {
 }
 
 func TestGWProbeHealthyWhenTheGatewayAnswers(t *testing.T) {
+	kerneltest.Require(t, "ip")
+	// Whatever the device's addresses, the probe is the same RFC 5227
+	// probe from the probe MAC: the gateway learns nothing from it.
 	cases := []struct {
 		name string
 		own  []netip.Prefix // on the probing device
-		// sender is the address the gateway must have learnt from the
-		// request; "" for an RFC 5227 probe, which teaches it nothing.
-		sender string
 	}{
-		{"master with an address on the gateway's subnet asks from it", []netip.Prefix{ownAddr}, "192.0.2.10"},
-		{"backup without an address sends an ARP probe", nil, ""},
-		{"address on another subnet only is not used", []netip.Prefix{netip.MustParsePrefix("198.51.100.10/24")}, ""},
+		{"master with an address on the gateway's subnet", []netip.Prefix{ownAddr}},
+		{"backup without an address", nil},
+		{"address on another subnet only", []netip.Prefix{netip.MustParsePrefix("198.51.100.10/24")}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -106,20 +142,45 @@ func TestGWProbeHealthyWhenTheGatewayAnswers(t *testing.T) {
 				}
 			}
 			mustAnswer(t, l.prober(t), gwIP)
-			neigh := l.neighbours(t)
-			if c.sender != "" && !strings.Contains(neigh, c.sender+" ") {
-				t.Errorf("gateway did not learn sender %s from the request; neighbours:\n%s", c.sender, neigh)
-			}
-			if c.sender == "" && strings.Contains(neigh, "lladdr") {
+			if neigh := l.neighbours(t); strings.Contains(neigh, "lladdr") {
 				t.Errorf("an ARP probe taught the gateway a neighbour:\n%s", neigh)
 			}
+			mustNotBePromiscuous(t, l.router, l.dev)
 		})
+	}
+}
+
+func TestProbeMACIsStableLocalUnicastAndPerNodeAndRouter(t *testing.T) {
+	a := linux.ProbeMAC("node-1", "router-1")
+	if !bytes.Equal(a, linux.ProbeMAC("node-1", "router-1")) {
+		t.Fatal("ProbeMAC differs between two calls")
+	}
+	if len(a) != 6 || a[0] != 0x02 {
+		t.Fatalf("ProbeMAC = %v, want 02:… (locally administered, unicast)", a)
+	}
+	seen := map[string]string{}
+	// Host names have no "/", which keeps host + "/" + router unambiguous.
+	for _, host := range []string{"node-1", "node-2", "node-3", "node-1.example.org", ""} {
+		for _, router := range []string{"router-1", "router-2", "5d9a3b1c-8f0e-4c1a-9d2e-7b6f5a4c3d2e", ""} {
+			m := linux.ProbeMAC(host, router)
+			if m[0] != 0x02 {
+				t.Errorf("ProbeMAC(%q, %q) = %v, want 02:…", host, router, m)
+			}
+			if strings.HasPrefix(m.String(), "fa:16:3e:") {
+				t.Errorf("ProbeMAC(%q, %q) = %v: a Neutron port's range", host, router, m)
+			}
+			key := host + " " + router
+			if other, ok := seen[m.String()]; ok {
+				t.Errorf("ProbeMAC(%s) = ProbeMAC(%s) = %v", key, other, m)
+			}
+			seen[m.String()] = key
+		}
 	}
 }
 
 func TestGWProbeOneShotAnswers(t *testing.T) {
 	l := newGWLab(t)
-	ok, err := linux.ProbeGateway(t.Context(), l.router, l.dev, gwIP, answerTimeout)
+	ok, err := linux.ProbeGateway(t.Context(), l.router, l.dev, l.mac(), gwIP, answerTimeout)
 	if err != nil || !ok {
 		t.Fatalf("ProbeGateway = %v, %v; want a reply", ok, err)
 	}
@@ -129,6 +190,7 @@ func TestGWProbeOneShotAnswers(t *testing.T) {
 // gateway can be lost, checks that the same prober (sockets kept from the
 // healthy probe before) sees it, then mends it and checks it recovers.
 func TestGWProbeUnhealthyWhileTheGatewayIsGone(t *testing.T) {
+	kerneltest.Require(t, "ip")
 	cases := []struct {
 		name         string
 		wantErr      bool // the probe cannot even be made
@@ -297,9 +359,7 @@ func TestGWProbeManyRoutersConcurrently(t *testing.T) {
 		if i%2 == 0 {
 			mustNil(t, linux.AddAddress(ns, "qg-many", netip.MustParsePrefix(fmt.Sprintf("198.18.%d.10/24", i))))
 		}
-		p := linux.NewGatewayProber(ns, "qg-many")
-		t.Cleanup(func() { p.Close() })
-		rs[i] = router{p, gw.Addr()}
+		rs[i] = router{newProber(t, ns, "qg-many", linux.ProbeMAC("gwprobe-test-host", fmt.Sprint("router-", i))), gw.Addr()}
 	}
 	// Router 0's gateway asked through router 1's device: nobody answers.
 	wrong := rs[1]
@@ -331,8 +391,26 @@ func TestGWProbeManyRoutersConcurrently(t *testing.T) {
 }
 
 func TestGWProbeRejectsWhatARPCannotAsk(t *testing.T) {
-	p := linux.NewGatewayProber(linux.NodeNS, "qg-none")
+	p := linux.NewGatewayProber(linux.NodeNS, "qg-none", linux.ProbeMAC("host", "router"))
 	defer p.Close()
+	for _, c := range []struct {
+		name string
+		mac  net.HardwareAddr
+	}{
+		{"no probe MAC", nil},
+		{"multicast probe MAC", net.HardwareAddr{0x03, 0, 0, 0, 0, 1}},
+		{"broadcast probe MAC", ethernet.Broadcast},
+		{"zero probe MAC", make(net.HardwareAddr, 6)},
+		{"not an Ethernet probe MAC", net.HardwareAddr{0x02, 0, 0, 0, 0, 0, 0, 1}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := linux.NewGatewayProber(linux.NodeNS, "qg-none", c.mac)
+			defer p.Close()
+			if ok, err := p.Probe(t.Context(), gwIP, time.Second); ok || err == nil || !strings.Contains(err.Error(), "probe MAC") {
+				t.Fatalf("Probe = %v, %v; want an error about the probe MAC", ok, err)
+			}
+		})
+	}
 	for _, c := range []struct {
 		name    string
 		gw      netip.Addr
@@ -355,6 +433,182 @@ func TestGWProbeRejectsWhatARPCannotAsk(t *testing.T) {
 			t.Fatalf("Probe after Close: %v, want ErrProberClosed", err)
 		}
 	})
+}
+
+// TestGWProbeRefusesTheDevicesOwnMAC: probing from the device's MAC is
+// what probe MACs exist to avoid.
+func TestGWProbeRefusesTheDevicesOwnMAC(t *testing.T) {
+	l := newGWLab(t)
+	ifi := linkMAC(t, l.router, l.dev)
+	ok, err := newProber(t, l.router, l.dev, ifi).Probe(t.Context(), gwIP, answerTimeout)
+	if ok || err == nil || !strings.Contains(err.Error(), "device's own") {
+		t.Fatalf("Probe from the device's own MAC = %v, %v; want an error", ok, err)
+	}
+}
+
+// linkMAC is dev's MAC in ns.
+func linkMAC(t *testing.T, ns, dev string) net.HardwareAddr {
+	t.Helper()
+	var mac net.HardwareAddr
+	mustNil(t, linux.Do(ns, func() error {
+		ifi, err := net.InterfaceByName(dev)
+		if err == nil {
+			mac = ifi.HardwareAddr
+		}
+		return err
+	}))
+	return mac
+}
+
+// routerMAC is the MAC of the router's qg- port, the same on every node as
+// Neutron gives it.
+var routerMAC = net.HardwareAddr{0xfa, 0x16, 0x3e, 0x12, 0x34, 0x56}
+
+// bridgeLab is an external network: a bridge in namespace sw whose ports
+// lead to the gateway (gwAddr) and to a master and a backup of one router,
+// whose qg- devices both have routerMAC; the master holds ownAddr.
+type bridgeLab struct {
+	sw, gateway, master, backup string
+}
+
+const (
+	labBridge  = "br-gwprobe"
+	labGWDev   = "gw-br"
+	labQG      = "qg-br"
+	portGW     = "p-gw"
+	portMaster = "p-master"
+	portBackup = "p-backup"
+	labRouter  = "router-bridge-lab"
+)
+
+func newBridgeLab(t *testing.T) bridgeLab {
+	t.Helper()
+	kerneltest.Require(t, "ip", "bridge", "ping")
+	l := bridgeLab{sw: kerneltest.Namespace(t), gateway: kerneltest.Namespace(t), master: kerneltest.Namespace(t), backup: kerneltest.Namespace(t)}
+	// No IPv6: a backup's MLD report or DAD would move the router's MAC by
+	// itself (LP#1859832; router namespaces have IPv6 off), and nothing
+	// else must send from it than what the test sends.
+	for _, ns := range []string{l.sw, l.gateway, l.master, l.backup} {
+		mustNil(t, linux.SetSysctls(ns, map[string]string{"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}))
+	}
+	mustNil(t, linux.EnsureBridge(l.sw, labBridge, 0))
+	mustNil(t, linux.EnsureVeth(l.sw, linux.Veth{NodeSide: portGW, Bridge: labBridge, NS: l.gateway, NSSide: labGWDev}))
+	mustNil(t, linux.EnsureVeth(l.sw, linux.Veth{NodeSide: portMaster, Bridge: labBridge, NS: l.master, NSSide: labQG, MAC: routerMAC}))
+	mustNil(t, linux.EnsureVeth(l.sw, linux.Veth{NodeSide: portBackup, Bridge: labBridge, NS: l.backup, NSSide: labQG, MAC: routerMAC}))
+	mustNil(t, linux.AddAddress(l.gateway, labGWDev, gwAddr))
+	mustNil(t, linux.AddAddress(l.master, labQG, ownAddr))
+	return l
+}
+
+// fdb is where the bridge has learnt each MAC: MAC → ports.
+func (l bridgeLab) fdb(t *testing.T) map[string][]string {
+	t.Helper()
+	out, err := exec.Command("bridge", "-n", l.sw, "-j", "fdb", "show", "br", labBridge).Output()
+	if err != nil {
+		t.Fatalf("bridge fdb: %v", err)
+	}
+	var entries []struct {
+		MAC    string   `json:"mac"`
+		Port   string   `json:"ifname"`
+		Master string   `json:"master"`
+		State  string   `json:"state"`
+		Flags  []string `json:"flags"`
+	}
+	if err := json.Unmarshal(out, &entries); err != nil {
+		t.Fatalf("bridge fdb: %v\n%s", err, out)
+	}
+	m := map[string][]string{}
+	for _, e := range entries {
+		if e.Master == labBridge && e.State != "permanent" {
+			m[e.MAC] = append(m[e.MAC], e.Port)
+		}
+	}
+	return m
+}
+
+func (l bridgeLab) mustLearn(t *testing.T, mac net.HardwareAddr, port string) {
+	t.Helper()
+	if got := l.fdb(t)[mac.String()]; len(got) != 1 || got[0] != port {
+		t.Fatalf("bridge has %s on %v, want on %s; fdb: %v", mac, got, port, l.fdb(t))
+	}
+}
+
+// TestGWProbeTeachesTheNetworkOnlyItsProbeMAC probes from the backup and
+// from the master of a router whose qg- devices share its MAC: both are
+// healthy, the bridge still has the router's MAC on the master's port and
+// each probe MAC on its own node's, and the gateway has learnt no probe MAC.
+func TestGWProbeTeachesTheNetworkOnlyItsProbeMAC(t *testing.T) {
+	l := newBridgeLab(t)
+	// The master talks to the gateway: the bridge learns the router's MAC
+	// on the master's port, the gateway the router's address.
+	kerneltest.Run(t, "ip", "netns", "exec", l.master, "ping", "-c", "1", "-w", "15", gwIP.String())
+	l.mustLearn(t, routerMAC, portMaster)
+	ownIP := ownAddr.Addr().String()
+	if neigh := neighbours(t, l.gateway, labGWDev); !strings.Contains(neigh, ownIP+" lladdr "+routerMAC.String()) {
+		t.Fatalf("gateway did not learn the router from the ping:\n%s", neigh)
+	}
+
+	masterMAC, backupMAC := linux.ProbeMAC("node-master", labRouter), linux.ProbeMAC("node-backup", labRouter)
+	backup := newProber(t, l.backup, labQG, backupMAC)
+	master := newProber(t, l.master, labQG, masterMAC)
+	for range 3 {
+		mustAnswer(t, backup, gwIP)
+		mustAnswer(t, master, gwIP)
+	}
+	// Each reply came back through the bridge after its request had been
+	// through it: whatever the requests taught the bridge and the gateway
+	// is there to see now.
+	l.mustLearn(t, routerMAC, portMaster)
+	l.mustLearn(t, backupMAC, portBackup)
+	l.mustLearn(t, masterMAC, portMaster)
+	neigh := neighbours(t, l.gateway, labGWDev)
+	for _, mac := range []net.HardwareAddr{masterMAC, backupMAC} {
+		if strings.Contains(neigh, mac.String()) {
+			t.Errorf("gateway learnt probe MAC %s:\n%s", mac, neigh)
+		}
+	}
+	if !strings.Contains(neigh, ownIP+" lladdr "+routerMAC.String()) {
+		t.Errorf("gateway no longer has the router's address on its MAC:\n%s", neigh)
+	}
+	for _, ns := range []string{l.master, l.backup} {
+		mustNotBePromiscuous(t, ns, labQG)
+	}
+
+	// Control: one frame from the backup with the router's MAC, as a probe
+	// from the device's MAC would be, does move it — so the checks above
+	// could have seen it.
+	sendFrom(t, l.backup, labQG, routerMAC)
+	deadline := time.Now().Add(answerTimeout)
+	for got := l.fdb(t)[routerMAC.String()]; len(got) != 1 || got[0] != portBackup; got = l.fdb(t)[routerMAC.String()] {
+		if time.Now().After(deadline) {
+			t.Fatalf("control: a frame from the backup with the router's MAC left it on %v", got)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the kernel's learning, bounded by deadline
+	}
+}
+
+// sendFrom sends one broadcast ARP-typed frame with source src out of dev
+// in ns (its content is nothing the gateway answers).
+func sendFrom(t *testing.T, ns, dev string, src net.HardwareAddr) {
+	t.Helper()
+	mustNil(t, linux.Do(ns, func() error {
+		ifi, err := net.InterfaceByName(dev)
+		if err != nil {
+			return err
+		}
+		c, err := packet.Listen(ifi, packet.Raw, unix.ETH_P_ARP, nil)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		f := ethernet.Frame{Destination: ethernet.Broadcast, Source: src, EtherType: ethernet.EtherTypeARP, Payload: make([]byte, 28)}
+		b, err := f.MarshalBinary()
+		if err != nil {
+			return err
+		}
+		_, err = c.WriteTo(b, &packet.Addr{HardwareAddr: ethernet.Broadcast})
+		return err
+	}))
 }
 
 func mustNil(t *testing.T, err error) {

@@ -34,6 +34,7 @@ var Options = []config.Option{
 	{Section: "default", Name: "ha_vrrp_auth_type", Flag: "ha-vrrp-auth-type", Default: "PASS", Usage: "VRRP authentication type: PASS"},
 	{Section: "default", Name: "ha_vrrp_auth_password", Flag: "ha-vrrp-auth-password", Usage: "VRRP (v2) PASS password; empty: no authentication"},
 	{Section: "default", Name: "ha_vrrp_advert_int", Flag: "ha-vrrp-advert-int", Default: "2", Usage: "VRRP advertisement interval in whole seconds (Neutron's, used while a router shares nodes with keepalived)"},
+	{Section: "default", Name: "ha_vrrp_health_check_interval", Flag: "ha-vrrp-health-check-interval", Default: "0", Usage: "seconds between two checks of each HA router's gateway (l3ha: ARP from the qg- device; the master hands over to a backup whose gateway answers); 0: off; needs [l3ha] ha_driver native"},
 	{Section: "default", Name: "control_exchange", Flag: "control-exchange", Default: "neutron", Usage: "oslo.messaging exchange of neutron-server's topics"},
 	{Section: "default", Name: "rpc_response_timeout", Flag: "rpc-response-timeout", Default: "60", Usage: "seconds an RPC call to neutron-server may take"},
 	{Section: "default", Name: "handle_internal_only_routers", Flag: "handle-internal-only-routers", Default: "true", Usage: "serve routers without an external gateway"},
@@ -55,6 +56,8 @@ type Config struct {
 	// VRRP as Neutron's keepalived runs it.
 	AuthPassword string
 	AdvertInt    time.Duration
+	// HealthCheckInterval is ha_vrrp_health_check_interval (0: off).
+	HealthCheckInterval time.Duration
 	// VRRP as every router of the node runs it: Neutron's VRRPv2 at
 	// AdvertInt, with Pace (native driver) the interval between l3ha nodes
 	// (vrrp.Config.Pace); or with [l3ha] vrrp_version = 3, VRRPv3 at
@@ -103,6 +106,7 @@ func Load(set *config.Set, log *slog.Logger) (*Config, error) {
 	}
 	advert := v.Int("default.ha_vrrp_advert_int", 1)
 	c.AdvertInt = time.Duration(advert) * time.Second
+	c.HealthCheckInterval = time.Duration(v.Int("default.ha_vrrp_health_check_interval", 0)) * time.Second
 	c.RPCTimeout = v.Seconds("default.rpc_response_timeout")
 	c.HandleInternalOnly = v.Bool("default.handle_internal_only_routers")
 	c.ReportInterval = v.Seconds("agent.report_interval")
@@ -153,6 +157,12 @@ func Load(set *config.Set, log *slog.Logger) (*Config, error) {
 	case "native", "keepalived":
 	default:
 		return nil, fmt.Errorf("invalid configuration: [l3ha] ha_driver %q (want native or keepalived)", c.HADriver)
+	}
+	switch {
+	case c.HealthCheckInterval < 0:
+		return nil, fmt.Errorf("invalid configuration: ha_vrrp_health_check_interval %s must not be negative (0: off)", c.HealthCheckInterval)
+	case c.HealthCheckInterval > 0 && c.HADriver != "native":
+		return nil, fmt.Errorf("invalid configuration: ha_vrrp_health_check_interval %s needs [l3ha] ha_driver native", c.HealthCheckInterval)
 	}
 	if err := c.resolveVRRP(l3haInt, l3haIntSet); err != nil {
 		return nil, err

@@ -326,6 +326,12 @@ func (s *Server) recordHAStates(tx *store.Tx, rep *agentapi.HAStateReport, trans
 				From: shownState(mine.HAState), To: st, Reason: reason})
 			// The takeover's reason, for the claims it demotes.
 			said = reason
+		} else if said == agentapi.ReasonHealthCheck {
+			// A health check failed on a node that keeps its state (a
+			// master with no healthier backup to hand over to): the
+			// history says so, ha_state stays what it is.
+			out.transitions = append(out.transitions, store.HATransition{RouterID: id, AgentID: a.ID, Host: a.Host,
+				From: shownState(mine.HAState), To: st, Reason: said})
 		}
 		for i, o := range demote {
 			if _, err := tx.SetHAState(id, o.AgentID, agentapi.HAStandby); err != nil {
