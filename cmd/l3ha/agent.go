@@ -47,8 +47,10 @@ type agentOptions struct {
 	// healthCheck is Neutron's ha_vrrp_health_check_interval in seconds:
 	// how often each HA router checks its gateway (0: never).
 	healthCheck float64
-	metrics     string
-	pprof       string
+	// healthFall is how many failed checks in a row make a router unhealthy.
+	healthFall int
+	metrics    string
+	pprof      string
 	// externalL2: the node's bridges belong to another L2 agent (Neutron's
 	// linuxbridge agent under `l3ha neutron-l3-agent`); not a flag.
 	externalL2 bool
@@ -57,7 +59,7 @@ type agentOptions struct {
 // agentFlagNames are the flags that can also come from L3HA_<NAME> variables.
 var agentFlagNames = []string{
 	"host", "server", "server-ca", "agent-token", "agent-token-file", "state-dir", "dataplane", "agent-mode", "local-ip",
-	"physical-interface-mappings", "netns-suffix", "ha-driver", "ha-vrrp-advert-int", "ha-vrrp-version", "ha-vrrp-auth-password", "ha-vrrp-health-check-interval", "metrics-bind", "pprof-bind",
+	"physical-interface-mappings", "netns-suffix", "ha-driver", "ha-vrrp-advert-int", "ha-vrrp-version", "ha-vrrp-auth-password", "ha-vrrp-health-check-interval", "ha-vrrp-health-check-fall", "metrics-bind", "pprof-bind",
 }
 
 // newAgentCommand returns `l3ha agent`, which runs the node agent. Client
@@ -97,6 +99,7 @@ variable.`,
 	f.IntVar(&o.vrrpVer, "ha-vrrp-version", 0, "VRRP version 2 or 3 (default: 3 when the advert interval is fractional, else 2 as Neutron)")
 	f.StringVar(&o.password, "ha-vrrp-auth-password", "", "VRRPv2 simple password (PASS authentication); empty: none")
 	f.Float64Var(&o.healthCheck, "ha-vrrp-health-check-interval", 0, "seconds between two checks of each HA router's upstream gateway (ARP from its qg- device, as Neutron's ha_vrrp_health_check_interval); a master whose gateway fails 3 checks in a row hands over to a backup whose gateway answers; 0: off (native driver only)")
+	f.IntVar(&o.healthFall, "ha-vrrp-health-check-fall", dataplane.DefaultHealthFall, "failed gateway checks in a row that make a router unhealthy (2 good ones make it healthy again)")
 	f.StringVar(&o.metrics, "metrics-bind", "", "address to serve Prometheus metrics on (/metrics), e.g. 127.0.0.1:9697; empty: off")
 	f.StringVar(&o.pprof, "pprof-bind", "", "address to serve Go profiles on (/debug/pprof/, for go tool pprof), e.g. 127.0.0.1:6060; empty: off")
 	return cmd
@@ -255,6 +258,10 @@ func linuxDataplane(o *agentOptions, reg prometheus.Registerer, logger *slog.Log
 		return nil, fmt.Errorf("--ha-vrrp-health-check-interval %v: gateway health checks need --ha-driver native (keepalived's own check would take every router down when all gateways fail)", o.healthCheck)
 	}
 	cfg.HealthCheckInterval = time.Duration(o.healthCheck * float64(time.Second))
+	if o.healthFall < 0 {
+		return nil, fmt.Errorf("--ha-vrrp-health-check-fall %d: want 1 or more (0: the default, %d)", o.healthFall, dataplane.DefaultHealthFall)
+	}
+	cfg.HealthCheckFall = o.healthFall
 	if o.localIP != "" {
 		cfg.LocalIP = netip.MustParseAddr(o.localIP)
 	}
@@ -302,7 +309,7 @@ func linuxDataplane(o *agentOptions, reg prometheus.Registerer, logger *slog.Log
 		d, err := dataplane.NewNativeDriver(dataplane.NativeOptions{
 			StateDir: o.stateDir, Version: version, AdvertInt: advert, Password: o.password, Pace: o.pace, Logger: logger,
 			HealthPreempt: cfg.HealthCheckInterval > 0,
-			Registerer: reg,
+			Registerer:    reg,
 		})
 		if err != nil {
 			return nil, err

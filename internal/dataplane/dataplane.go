@@ -68,7 +68,10 @@ type Config struct {
 	// (Neutron's ha_vrrp_health_check_interval); 0: never. It needs a
 	// driver that takes health into VRRP (the native one).
 	HealthCheckInterval time.Duration
-	Logger              *slog.Logger
+	// HealthCheckFall is how many failed checks in a row make a router
+	// unhealthy (0: DefaultHealthFall).
+	HealthCheckFall int
+	Logger          *slog.Logger
 }
 
 // Linux is the data plane. It implements agent.Dataplane.

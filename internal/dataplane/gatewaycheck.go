@@ -32,6 +32,7 @@ func (l *Linux) startHealthChecks(ctx context.Context) error {
 	}
 	hc, err := NewHealthChecker(HealthCheckConfig{
 		Interval: l.cfg.HealthCheckInterval,
+		Fall:     l.cfg.HealthCheckFall,
 		Open: func(routerID, ns, dev string) GatewayProbe {
 			return linux.NewGatewayProber(ns, dev, linux.ProbeMAC(l.cfg.Host, routerID))
 		},

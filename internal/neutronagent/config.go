@@ -43,6 +43,7 @@ var Options = []config.Option{
 	{Section: "l3ha", Name: "ha_driver", Flag: "ha-driver", Default: "native", Usage: "native (l3ha's VRRP engine) or keepalived (one keepalived per router)"},
 	{Section: "l3ha", Name: "vrrp_version", Flag: "vrrp-version", Default: "2", Usage: "2: Neutron's VRRPv2 at ha_vrrp_advert_int, paced at advert_int between l3ha nodes (works beside keepalived); 3: VRRPv3 at advert_int for every router of the node (only once no node of these routers runs neutron-l3-agent)"},
 	{Section: "l3ha", Name: "advert_int", Flag: "advert-int", Default: "", Usage: "l3ha's own advert interval in seconds: with vrrp_version 2 and the native driver the pace between l3ha nodes (default 0.2; 0: none), with 3 the VRRPv3 interval (default 0.2)"},
+	{Section: "l3ha", Name: "health_check_fall", Flag: "health-check-fall", Default: "3", Usage: "failed gateway checks in a row (ha_vrrp_health_check_interval) that make a router unhealthy; 2 good ones make it healthy again"},
 	{Section: "l3ha", Name: "metrics_bind", Flag: "metrics-bind", Usage: "address to serve Prometheus metrics on, e.g. 127.0.0.1:9697; empty: off"},
 }
 
@@ -56,8 +57,10 @@ type Config struct {
 	// VRRP as Neutron's keepalived runs it.
 	AuthPassword string
 	AdvertInt    time.Duration
-	// HealthCheckInterval is ha_vrrp_health_check_interval (0: off).
+	// HealthCheckInterval is ha_vrrp_health_check_interval (0: off), and
+	// HealthCheckFall [l3ha] health_check_fall.
 	HealthCheckInterval time.Duration
+	HealthCheckFall     int
 	// VRRP as every router of the node runs it: Neutron's VRRPv2 at
 	// AdvertInt, with Pace (native driver) the interval between l3ha nodes
 	// (vrrp.Config.Pace); or with [l3ha] vrrp_version = 3, VRRPv3 at
@@ -107,6 +110,7 @@ func Load(set *config.Set, log *slog.Logger) (*Config, error) {
 	advert := v.Int("default.ha_vrrp_advert_int", 1)
 	c.AdvertInt = time.Duration(advert) * time.Second
 	c.HealthCheckInterval = time.Duration(v.Int("default.ha_vrrp_health_check_interval", 0)) * time.Second
+	c.HealthCheckFall = v.Int("l3ha.health_check_fall", 1)
 	c.RPCTimeout = v.Seconds("default.rpc_response_timeout")
 	c.HandleInternalOnly = v.Bool("default.handle_internal_only_routers")
 	c.ReportInterval = v.Seconds("agent.report_interval")
@@ -159,8 +163,6 @@ func Load(set *config.Set, log *slog.Logger) (*Config, error) {
 		return nil, fmt.Errorf("invalid configuration: [l3ha] ha_driver %q (want native or keepalived)", c.HADriver)
 	}
 	switch {
-	case c.HealthCheckInterval < 0:
-		return nil, fmt.Errorf("invalid configuration: ha_vrrp_health_check_interval %s must not be negative (0: off)", c.HealthCheckInterval)
 	case c.HealthCheckInterval > 0 && c.HADriver != "native":
 		return nil, fmt.Errorf("invalid configuration: ha_vrrp_health_check_interval %s needs [l3ha] ha_driver native", c.HealthCheckInterval)
 	}

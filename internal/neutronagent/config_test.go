@@ -67,7 +67,7 @@ func TestNeutronConfigFilesConfigureTheAgent(t *testing.T) {
 		InterfaceDriver: "linuxbridge", HAConfsPath: "/var/lib/neutron/ha_confs", AuthPassword: "s3cret",
 		AdvertInt: 2 * time.Second, L3HAVersion: 2, L3HAAdvertInt: 2 * time.Second, Pace: 200 * time.Millisecond,
 		ControlExchange: "neutron", RPCTimeout: 60 * time.Second, HandleInternalOnly: true,
-		ReportInterval: 5 * time.Second, AvailabilityZone: "nova", HADriver: "native",
+		ReportInterval: 5 * time.Second, AvailabilityZone: "nova", HADriver: "native", HealthCheckFall: 3,
 	}
 	if *c != want {
 		t.Errorf("config\n%+v\nwant\n%+v", *c, want)
@@ -115,6 +115,9 @@ func TestBadNeutronConfigIsAClearError(t *testing.T) {
 		{"long password", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\nha_vrrp_auth_password = 123456789\n", "8 characters"},
 		{"pace too long", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\n[l3ha]\nadvert_int = 1.5\n", "half of ha_vrrp_advert_int"},
 		{"pace too short", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\n[l3ha]\nadvert_int = 0.001\n", "0.01 s to half"},
+		{"health check with keepalived", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\nha_vrrp_health_check_interval = 5\n[l3ha]\nha_driver = keepalived\n", "ha_vrrp_health_check_interval 5s needs [l3ha] ha_driver native"},
+		{"negative health check", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\nha_vrrp_health_check_interval = -1\n", `ha_vrrp_health_check_interval="-1" (from config file): want an integer ≥ 0`},
+		{"health check fall 0", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\n[l3ha]\nhealth_check_fall = 0\n", `l3ha.health_check_fall="0" (from config file): want an integer ≥ 1`},
 		{"pace with keepalived", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\n[l3ha]\nha_driver = keepalived\nadvert_int = 0.2\n", "native driver's pace"},
 		{"v3 advert too short", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\n[l3ha]\nvrrp_version = 3\nadvert_int = 0.001\n", "0.01 to 40.95"},
 		{"v4", "[DEFAULT]\ntransport_url = rabbit://h/\ninterface_driver = linuxbridge\n[l3ha]\nvrrp_version = 4\n", "vrrp_version 4"},

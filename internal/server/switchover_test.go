@@ -178,3 +178,24 @@ func TestSwitchoverRefusesBadRequests(t *testing.T) {
 		{name: "dead agent", who: admin, method: "POST", path: path(id), body: to(ids["net2"]), status: 409, typ: "L3AgentDead"},
 	})
 }
+
+// TestHealthCheckOfAMasterThatStaysIsRecorded: an agent reports its master's
+// failed gateway check with the state unchanged (reason health_check, no
+// healthier node to hand over to): ha_state stays active and the history
+// gets an active → active row with that reason; other reasons that change
+// nothing still record nothing.
+func TestHealthCheckOfAMasterThatStaysIsRecorded(t *testing.T) {
+	srv, id := fsRouter(t, "sqlite")
+	ids := map[string]string{"net1": fsHeartbeat(t, srv, "net1"), "net2": fsHeartbeat(t, srv, "net2")}
+	fsReport(t, srv, transitionOf("net1", id, "active"))
+	for _, reason := range []string{agentapi.ReasonPeerLost, agentapi.ReasonHealthCheck} {
+		rep := transitionOf("net1", id, "active")
+		rep.Reasons = map[string]string{id: reason}
+		fsReport(t, srv, rep)
+	}
+	wantStates(t, srv, id, map[string]string{"net1": "active", "net2": "standby"})
+	want := []histRow{{"net1", "standby", "active", ""}, {"net1", "active", "active", "health_check"}}
+	if h := history(t, srv, id, "", ids); !slices.Equal(h, want) {
+		t.Errorf("history %v, want %v", h, want)
+	}
+}
