@@ -179,7 +179,7 @@ func TestBrowserFollowsAFailoverAndMovesTheMaster(t *testing.T) {
 	}
 
 	pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
-	err = waitUntil(pctx, func() (bool, error) { return b.BenchPlotShown(pctx) })
+	err = dashtest.WaitFor(pctx, func() (bool, error) { return b.BenchPlotShown(pctx) })
 	pcancel()
 	if err != nil {
 		t.Errorf("the benchmark plot is not shown: %v", err)
@@ -313,22 +313,5 @@ func TestBrowserReachesAServerOnlyANamespaceReaches(t *testing.T) {
 	}
 	if len(as) != 1 || as[0].Host != "net1" || !as[0].Alive {
 		t.Errorf("agents shown: %+v, want net1 alive", as)
-	}
-}
-
-// waitUntil calls check every 25 ms until it holds, fails, or ctx ends.
-func waitUntil(ctx context.Context, check func() (bool, error)) error {
-	tick := time.NewTicker(25 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		ok, err := check()
-		if err != nil || ok {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
 	}
 }

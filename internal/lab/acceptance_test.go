@@ -335,6 +335,24 @@ func (v haView) settled(want []string) (string, bool) {
 
 // waitSettled waits until the router has one master holding exactly want
 // (any addresses if nil) and returns it.
+// gatewayRouter creates an HA router named name with its gateway on the
+// lab's public network and waits until it has settled on one master, which
+// it returns with the router.
+func (l *accLab) gatewayRouter(t *testing.T, name string) (apiRouter, string) {
+	t.Helper()
+	pub, err := ensurePublicNetwork(t.Context(), l.api)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r apiRouter
+	if err := l.api.create(t.Context(), "routers", "router", map[string]any{
+		"name": name, "ha": true, "external_gateway_info": map[string]any{"network_id": pub},
+	}, &r); err != nil {
+		t.Fatal(err)
+	}
+	return r, l.waitSettled(t, r.ID, nil, 120*time.Second)
+}
+
 func (l *accLab) waitSettled(t *testing.T, routerID string, want []string, timeout time.Duration) string {
 	t.Helper()
 	var v haView

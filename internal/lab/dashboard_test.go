@@ -31,17 +31,7 @@ func TestDashboardFollowsTheLab(t *testing.T) {
 	chromium := dashtest.Require(t)
 	l := nvStartLab(t, "db", "native", "", 0)
 	ctx := t.Context()
-	pub, err := ensurePublicNetwork(ctx, l.api)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var r apiRouter
-	if err := l.api.create(ctx, "routers", "router", map[string]any{
-		"name": "dashboard-demo", "ha": true, "external_gateway_info": map[string]any{"network_id": pub},
-	}, &r); err != nil {
-		t.Fatal(err)
-	}
-	master := l.waitSettled(t, r.ID, nil, 120*time.Second)
+	r, master := l.gatewayRouter(t, "dashboard-demo")
 
 	b, err := dashtest.Open(ctx, serverURL()+"/dashboard/", dashtest.Options{
 		Chromium: chromium, IgnoreCertificateErrors: true, Netns: NodeNamespace(l.name, "compute1"), Logf: t.Logf,

@@ -41,17 +41,7 @@ func TestHealthCheckMovesTheRouterToAHealthyGateway(t *testing.T) {
 	}
 	l.st, l.api = st, apiFor(st)
 	ctx := t.Context()
-	pub, err := ensurePublicNetwork(ctx, l.api)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var r apiRouter
-	if err := l.api.create(ctx, "routers", "router", map[string]any{
-		"name": "health", "ha": true, "external_gateway_info": map[string]any{"network_id": pub},
-	}, &r); err != nil {
-		t.Fatal(err)
-	}
-	master := l.waitSettled(t, r.ID, nil, 120*time.Second)
+	r, master := l.gatewayRouter(t, "health")
 	other := otherNode(master)
 
 	cut := func(node string) {

@@ -384,25 +384,7 @@ func TestLabFailoverEndToEnd(t *testing.T) {
 	}
 	for _, fault := range Faults {
 		t.Run(fault, func(t *testing.T) {
-			name := "e" + randomHex(3)
-			dir := filepath.Join(t.TempDir(), "lab")
-			t.Cleanup(func() {
-				if out, err := labCmd(t, name, dir, "down"); err != nil {
-					t.Errorf("cleanup: lab down: %v\n%s", err, out)
-				}
-			})
-			args := []string{"failover", "--fault", fault, "--json", "--settle", "1s"}
-			cmd := exec.Command(labBinary, append(append([]string{"lab"}, args...), "--name", name, "--dir", dir)...)
-			var stderr strings.Builder
-			cmd.Stderr = &stderr
-			out, err := cmd.Output()
-			if err != nil {
-				t.Fatalf("lab failover: %v\n%s\n%s", err, out, stderr.String())
-			}
-			var r Result
-			if err := json.Unmarshal(out, &r); err != nil {
-				t.Fatalf("%v\n%s", err, out)
-			}
+			r := runLabFailover(t, "--fault", fault, "--settle", "1s")
 			t.Logf("fault %s: master %s → %s, failover %v s (API %v s), %d pings sent, %d lost, longest gap %.3f s",
 				fault, r.MasterBefore, r.MasterAfter, deref(r.FailoverSeconds), deref(r.APIFailoverSeconds), r.PingsSent, r.PingsLost, r.LongestGapSeconds)
 			if r.MasterBefore == "" || r.PingsSent == 0 || !r.FloatingIPReachable {
@@ -422,7 +404,7 @@ func TestLabFailoverEndToEnd(t *testing.T) {
 				}
 			}
 			checkHistoryReason(t, &r)
-			if left := labLeftovers(name, nil); len(left) > 0 {
+			if left := labLeftovers(r.Lab, nil); len(left) > 0 {
 				t.Errorf("after failover (which brought the lab up, so tears it down): %v", left)
 			}
 		})
@@ -441,6 +423,17 @@ func TestLabSwitchoverWithKeepalived(t *testing.T) {
 	if os.Getenv("L3HA_LAB_E2E") != "1" {
 		t.Skip("end-to-end tier: set L3HA_LAB_E2E=1")
 	}
+	r := runLabFailover(t, "--fault", FaultSwitchover, "--ha-driver", "keepalived", "--settle", "3s", "--timeout", "30s")
+	t.Logf("keepalived switchover: master %s → %s after %v s (API %v s), %d pings sent, %d lost, longest gap %.3f s",
+		r.MasterBefore, r.MasterAfter, deref(r.FailoverSeconds), deref(r.APIFailoverSeconds), r.PingsSent, r.PingsLost, r.LongestGapSeconds)
+	checkSwitchover(t, &r, 15*time.Second)
+	checkHistoryReason(t, &r)
+}
+
+// runLabFailover runs `l3ha lab failover --json` with args in a lab of its
+// own (which it brings up and, at the end, down) and returns its result.
+func runLabFailover(t *testing.T, args ...string) Result {
+	t.Helper()
 	name := "e" + randomHex(3)
 	dir := filepath.Join(t.TempDir(), "lab")
 	t.Cleanup(func() {
@@ -448,8 +441,8 @@ func TestLabSwitchoverWithKeepalived(t *testing.T) {
 			t.Errorf("cleanup: lab down: %v\n%s", err, out)
 		}
 	})
-	cmd := exec.Command(labBinary, "lab", "failover", "--fault", FaultSwitchover, "--ha-driver", "keepalived",
-		"--json", "--settle", "3s", "--timeout", "30s", "--name", name, "--dir", dir)
+	argv := append(append([]string{"lab", "failover", "--json"}, args...), "--name", name, "--dir", dir)
+	cmd := exec.Command(labBinary, argv...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -460,10 +453,7 @@ func TestLabSwitchoverWithKeepalived(t *testing.T) {
 	if err := json.Unmarshal(out, &r); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	t.Logf("keepalived switchover: master %s → %s after %v s (API %v s), %d pings sent, %d lost, longest gap %.3f s",
-		r.MasterBefore, r.MasterAfter, deref(r.FailoverSeconds), deref(r.APIFailoverSeconds), r.PingsSent, r.PingsLost, r.LongestGapSeconds)
-	checkSwitchover(t, &r, 15*time.Second)
-	checkHistoryReason(t, &r)
+	return r
 }
 
 // faultReasons is the reason the history must give the new master's

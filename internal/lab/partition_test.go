@@ -40,17 +40,7 @@ func TestPartitionSplitBrainShownThenHealed(t *testing.T) {
 		t.Run(tc.driver, func(t *testing.T) {
 			l := nvStartLab(t, "pt", tc.driver, tc.advert, 0)
 			ctx := t.Context()
-			pub, err := ensurePublicNetwork(ctx, l.api)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var r apiRouter
-			if err := l.api.create(ctx, "routers", "router", map[string]any{
-				"name": "partition", "ha": true, "external_gateway_info": map[string]any{"network_id": pub},
-			}, &r); err != nil {
-				t.Fatal(err)
-			}
-			master := l.waitSettled(t, r.ID, nil, 120*time.Second)
+			r, master := l.gatewayRouter(t, "partition")
 			haPorts := l.list(t, "ports", url.Values{"device_id": {r.ID}, "device_owner": {"network:router_ha_interface"}})
 			if len(haPorts) == 0 {
 				t.Fatalf("router %s has no HA port", r.ID)

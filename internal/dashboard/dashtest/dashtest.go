@@ -310,8 +310,8 @@ func eval[T any](ctx context.Context, b *Browser, expr string) (T, error) {
 // enough that a test's deadline measures the page, not the polling.
 const pollInterval = 25 * time.Millisecond
 
-// waitFor calls check until it says done, fails, or ctx ends.
-func waitFor(ctx context.Context, check func() (bool, error)) error {
+// WaitFor calls check every 25 ms until it says done, fails, or ctx ends.
+func WaitFor(ctx context.Context, check func() (bool, error)) error {
 	t := time.NewTicker(pollInterval)
 	defer t.Stop()
 	for {
@@ -331,7 +331,7 @@ func waitFor(ctx context.Context, check func() (bool, error)) error {
 // (login) and says which.
 func (b *Browser) waitState(ctx context.Context) (string, error) {
 	var state string
-	err := waitFor(ctx, func() (bool, error) {
+	err := WaitFor(ctx, func() (bool, error) {
 		var err error
 		state, err = b.State(ctx)
 		return state == "ready" || state == "login", err
@@ -359,7 +359,7 @@ func (b *Browser) Login(ctx context.Context, token string) error {
 	// Submitting sets the state to loading at once; the answer sets it to
 	// ready, or back to login with a message.
 	var state string
-	err := waitFor(ctx, func() (bool, error) {
+	err := WaitFor(ctx, func() (bool, error) {
 		var err error
 		state, err = b.State(ctx)
 		return state == "ready" || state == "login", err

@@ -118,7 +118,7 @@ func (b *Browser) Router(ctx context.Context, id string) (Router, bool, error) {
 func (b *Browser) WaitRouter(ctx context.Context, id string, cond func(Router) bool) (Router, error) {
 	var last Router
 	var found bool
-	err := waitFor(ctx, func() (bool, error) {
+	err := WaitFor(ctx, func() (bool, error) {
 		r, ok, err := b.Router(ctx, id)
 		if err != nil {
 			return false, err
@@ -214,7 +214,7 @@ func (b *Browser) Switchover(ctx context.Context, routerID, host string) (Switch
 		return SwitchoverResult{}, fmt.Errorf("dashtest: clicking the switchover button of router %s on %s: %w", routerID, host, err)
 	}
 	var now switchoverBanner
-	err = waitFor(ctx, func() (bool, error) {
+	err = WaitFor(ctx, func() (bool, error) {
 		var err error
 		now, err = eval[switchoverBanner](ctx, b, switchoverResultJS)
 		return now.Seq > before.Seq && now.Outcome != "pending" && now.Outcome != "", err
