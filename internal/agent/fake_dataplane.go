@@ -19,14 +19,17 @@ import (
 // VRID changes (legacy↔HA migration) is a new VRRP instance, as on a real
 // node, and reports its state again. The first state of a router is
 // reported with reason startup, the rule's later changes with none.
-// SetState and SetStateWithReason simulate a failover. It is safe for
-// concurrent use.
+// SetState and SetStateWithReason simulate a failover. An operator's
+// switchover in the desired state is acted on once, as VRRP would: the
+// target becomes active, the others standby, with reason switchover. It is
+// safe for concurrent use.
 type FakeDataplane struct {
 	mu        sync.Mutex
 	report    ReportFunc
 	states    map[string]string // router id → last reported state
 	overrides map[string]string // router id → state set by SetState
 	instances map[string]string // router id → HA flag and VRID its state belongs to
+	switched  map[string]string // router id → the switchover acted on
 	last      agentapi.DesiredState
 	applies   int
 	applyErr  error
@@ -34,7 +37,7 @@ type FakeDataplane struct {
 
 // NewFakeDataplane returns a fake data plane running no routers.
 func NewFakeDataplane() *FakeDataplane {
-	return &FakeDataplane{states: map[string]string{}, overrides: map[string]string{}, instances: map[string]string{}}
+	return &FakeDataplane{states: map[string]string{}, overrides: map[string]string{}, instances: map[string]string{}, switched: map[string]string{}}
 }
 
 // Start records report. A fake has nothing to adopt: a fresh one runs no
@@ -70,6 +73,7 @@ func (f *FakeDataplane) Apply(ctx context.Context, st agentapi.DesiredState) err
 	f.applies++
 	f.last = st
 	want := make(map[string]string, len(st.Routers))
+	why := map[string]string{}
 	order := make([]string, 0, len(st.Routers))
 	for _, r := range st.Routers {
 		if _, dup := want[r.ID]; !dup {
@@ -84,6 +88,14 @@ func (f *FakeDataplane) Apply(ctx context.Context, st agentapi.DesiredState) err
 		if r.BindingIndex == 1 {
 			s = agentapi.HAActive
 		}
+		if sw := r.Switchover; r.HA && sw != nil && f.switched[r.ID] != sw.ID {
+			f.switched[r.ID] = sw.ID
+			f.overrides[r.ID] = agentapi.HAStandby
+			if sw.Host == st.Host {
+				f.overrides[r.ID] = agentapi.HAActive
+			}
+			why[r.ID] = agentapi.ReasonSwitchover
+		}
 		if o, ok := f.overrides[r.ID]; ok {
 			s = o
 		}
@@ -94,6 +106,7 @@ func (f *FakeDataplane) Apply(ctx context.Context, st agentapi.DesiredState) err
 			delete(f.states, id)
 			delete(f.overrides, id)
 			delete(f.instances, id)
+			delete(f.switched, id)
 		}
 	}
 	// Reported under the lock, so that reports of concurrent calls cannot
@@ -101,7 +114,7 @@ func (f *FakeDataplane) Apply(ctx context.Context, st agentapi.DesiredState) err
 	for _, id := range order {
 		if prev, had := f.states[id]; !had || prev != want[id] {
 			f.states[id] = want[id]
-			reason := ""
+			reason := why[id]
 			if !had {
 				reason = agentapi.ReasonStartup
 			}

@@ -178,3 +178,51 @@ func TestFakeDataplaneConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// The fake acts on an operator's switchover as VRRP does, once per request:
+// the target becomes active and any other node standby, with reason
+// switchover; the same request applied again changes nothing.
+func TestFakeDataplaneActsOnASwitchoverOnce(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name       string
+		index      int
+		target     string
+		want, then string
+	}{
+		{"target", 2, "net1", "active", "standby"},
+		{"old master", 1, "net2", "standby", "active"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dp := NewFakeDataplane()
+			var l transitionLog
+			if err := dp.Start(ctx, l.report); err != nil {
+				t.Fatal(err)
+			}
+			st := routers(map[string]int{"r1": tc.index})
+			if err := dp.Apply(ctx, st); err != nil {
+				t.Fatal(err)
+			}
+			l.take()
+			st.Routers[0].Switchover = &agentapi.SwitchoverSpec{ID: "1", Host: tc.target}
+			for range 2 {
+				if err := dp.Apply(ctx, st); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got, want := l.take(), []Transition{{"r1", tc.want, agentapi.ReasonSwitchover}}; !slices.Equal(got, want) {
+				t.Errorf("reports %v, want %v", got, want)
+			}
+			// A failover afterwards is the fake's to simulate, as before.
+			if err := dp.SetState("r1", tc.then); err != nil {
+				t.Fatal(err)
+			}
+			if err := dp.Apply(ctx, st); err != nil {
+				t.Fatal(err)
+			}
+			if got := dp.States()["r1"]; got != tc.then {
+				t.Errorf("state %s after the same request again, want %s (acted on once)", got, tc.then)
+			}
+		})
+	}
+}
