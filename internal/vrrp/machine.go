@@ -68,7 +68,10 @@ const (
 	// that restarts while its router is master: the addresses are assumed in
 	// place, so the machine advertises at once and neither installs
 	// addresses nor sends gratuitous ARP. Backups never notice the restart
-	// as long as it is shorter than their Master_Down_Interval.
+	// as long as it is shorter than their Master_Down_Interval. If it was
+	// longer, another router took over meanwhile: for a Master_Down_Interval
+	// the adopted master yields to any master of its priority it hears,
+	// rather than take the router back by the address tie-break.
 	StartMaster
 )
 
@@ -295,6 +298,9 @@ type Machine struct {
 	// splitGARPAt is when a master last announced its addresses again to
 	// the other master of a split brain.
 	splitGARPAt time.Time
+	// adoptedUntil: a master that StartMaster adopted yields to any other
+	// master of equal priority it hears until then (see Start).
+	adoptedUntil time.Time
 	// paced is true while the current master keeps cfg.Pace; lastFrom and
 	// lastAt are the source and arrival of the last advert accepted.
 	paced    bool
@@ -367,6 +373,13 @@ func (m *Machine) Start(now time.Time, mode StartMode) []Action {
 		m.state = Master
 		m.advertAt = now.Add(m.sendInterval())
 		m.garpAt = time.Time{}
+		// Adopting assumes nobody took over while no engine ran. If
+		// somebody did (the agent was down longer than the backups'
+		// Master_Down_Interval), that master has carried the traffic since:
+		// yield to it whatever the addresses say, instead of taking the
+		// router back by the tie-break. Backups never advertise, so a
+		// restart that nobody noticed hears no one.
+		m.adoptedUntil = now.Add(3*m.cfg.AdvertInterval + m.skew())
 		return []Action{m.advert(m.priority(now)), StateChanged{Initialize, Master, CauseAdopted}}
 	case mode == StartInit && m.cfg.Priority == PriorityOwner:
 		return m.becomeMaster(now, CauseOwner)
@@ -649,7 +662,7 @@ func (m *Machine) masterReceive(now time.Time, src netip.Addr, p Packet) []Actio
 		// master and stay, and take the traffic back.
 		m.advertAt = now.Add(m.sendInterval())
 		return append([]Action{m.advert(mine)}, m.reannounce(now, src, p.Priority)...)
-	case p.Priority > mine || p.Priority == mine && src.Compare(m.cfg.Primary) > 0:
+	case p.Priority > mine || p.Priority == mine && (src.Compare(m.cfg.Primary) > 0 || now.Before(m.adoptedUntil)):
 		// A better master: higher priority, or equal priority and a higher
 		// primary address.
 		iv := m.cfg.AdvertInterval
@@ -716,7 +729,7 @@ func (m *Machine) becomeBackup(now time.Time, iv time.Duration) {
 	m.downCause = CauseMasterDown
 	m.advertAt, m.garpAt = time.Time{}, time.Time{}
 	m.preemptArmed = false
-	m.boostUntil = time.Time{}
+	m.boostUntil, m.adoptedUntil = time.Time{}, time.Time{}
 }
 
 // skew is Skew_Time: RFC 5798 §6.1 (256-Priority)*Master_Adver_Interval/256

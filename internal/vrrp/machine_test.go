@@ -60,6 +60,16 @@ func started(t *testing.T, c Config, mode StartMode) *Machine {
 	return m
 }
 
+// settledMaster is a master since at(0) that was not adopted moments ago
+// (StartMaster's adoption window is over): one elected long before, whose
+// split brains the RFC's tie-break settles.
+func settledMaster(t *testing.T, c Config) *Machine {
+	t.Helper()
+	m := started(t, c, StartMaster)
+	m.adoptedUntil = time.Time{}
+	return m
+}
+
 // peer is an advert from another router of c's group with priority prio.
 func peer(c Config, prio uint8) Packet {
 	m, err := New(c)
@@ -423,7 +433,7 @@ func TestRFC5798_6_4_3_EqualPriorityHigherAddressWins(t *testing.T) {
 		want State
 	}{{higher, Backup}, {lower, Master}} {
 		c := v3()
-		m := started(t, c, StartMaster)
+		m := settledMaster(t, c)
 		receive(t, m, at(time.Second/2), tc.src, peer(c, 100))
 		if m.State() != tc.want {
 			t.Errorf("advert from %v: state %v, want %v", tc.src, m.State(), tc.want)
@@ -442,7 +452,7 @@ func TestRFC5798_6_4_3_EqualPriorityHigherAddressWins(t *testing.T) {
 // announces its addresses again, at most once a second.
 func TestAnswerLowerPriority(t *testing.T) {
 	c := v3(func(c *Config) { c.AnswerLowerPriority = true })
-	m := started(t, c, StartMaster)
+	m := settledMaster(t, c)
 	wantActions(t, receive(t, m, at(time.Second/2), lower, peer(c, 100)), advertOf(c, 100), SplitBrainWon{lower, 100}, SendGratuitousARP{})
 	wantActions(t, receive(t, m, at(time.Second/2), higher, peer(c, 50)), advertOf(c, 100))
 	wantActions(t, receive(t, m, at(3*time.Second/2), higher, peer(c, 50)), advertOf(c, 100), SplitBrainWon{higher, 50}, SendGratuitousARP{})

@@ -137,3 +137,22 @@ func hasChange(acts []Action, want StateChanged) bool {
 	}
 	return false
 }
+
+// A master adopted after an agent restart yields to another master of equal
+// priority it hears within a Master_Down_Interval, even with the higher
+// address: that one took over while no engine ran and carries the traffic.
+// After the window the RFC's tie-break applies again.
+func TestAdoptedMasterYieldsToTheMasterThatTookOver(t *testing.T) {
+	c := v2() // me is above lower
+	m := started(t, c, StartMaster)
+	acts := receive(t, m, at(time.Second), lower, peer(c, 50))
+	if m.State() != Backup || !hasChange(acts, StateChanged{Master, Backup, CauseHigherPriority}) {
+		t.Fatalf("adopted master hearing the master that took over: %v %v, want backup", m.State(), acts)
+	}
+	late := started(t, c, StartMaster)
+	window := 3*c.AdvertInterval + late.skew()
+	receive(t, late, at(window+time.Millisecond), lower, peer(c, 50))
+	if late.State() != Master {
+		t.Errorf("after the adoption window a lower address took the router: %v", late.State())
+	}
+}
