@@ -132,37 +132,6 @@ func TestAnalyzeProbes(t *testing.T) {
 	}
 }
 
-func TestProbePacket(t *testing.T) {
-	pkt := make([]byte, probeLen)
-	buildProbe(pkt, 0xbeef, 0, 70000, 1234*time.Millisecond)
-	if pkt[0] != 8 || binary.BigEndian.Uint16(pkt[6:]) != uint16(70000&0xffff) {
-		t.Errorf("not an echo request with the low sequence bits: % x", pkt)
-	}
-	if icmpChecksum(pkt) != 0 {
-		t.Errorf("checksum over a packet with its checksum = %#x, want 0", icmpChecksum(pkt))
-	}
-	// The echo reply: type 0, same id and payload.
-	reply := append([]byte{}, pkt...)
-	reply[0] = 0
-	if i, seq, ok := parseProbeReply(reply, 0xbeef); !ok || i != 0 || seq != 70000 {
-		t.Errorf("parseProbeReply = %d, %d, %v; want 0, 70000, true", i, seq, ok)
-	}
-	for name, bad := range map[string][]byte{
-		"request":  pkt,
-		"other id": func() []byte { r := append([]byte{}, reply...); r[4] ^= 1; return r }(),
-		"no magic": func() []byte { r := append([]byte{}, reply...); r[8] = 'X'; return r }(),
-		"short":    reply[:20],
-	} {
-		if _, _, ok := parseProbeReply(bad, 0xbeef); ok {
-			t.Errorf("%s accepted as a reply", name)
-		}
-	}
-	// RFC 1071's example: 0x0001 0xf203 0xf4f5 0xf6f7 sums to 0xddf2.
-	if got := icmpChecksum([]byte{0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7}); got != ^uint16(0xddf2) {
-		t.Errorf("RFC 1071 example: %#x, want %#x", got, ^uint16(0xddf2))
-	}
-}
-
 func TestProbeInterval(t *testing.T) {
 	for _, c := range []struct {
 		n, rate int
