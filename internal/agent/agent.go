@@ -79,6 +79,11 @@ type Config struct {
 	// Defaults 500ms and 30s. Heartbeats never back off beyond the heartbeat
 	// interval.
 	MinBackoff, MaxBackoff time.Duration
+	// TransitionRetry caps the backoff of a report that carries
+	// transitions: until it lands the API shows a master that is gone, so
+	// a server that comes back must hear it within about this long.
+	// Re-assertions alone back off to MaxBackoff. Default 1s.
+	TransitionRetry time.Duration
 	// HTTPClient is used for the agent endpoint; nil means a client without a
 	// timeout (requests get deadlines from RequestTimeout and PollWait).
 	HTTPClient *http.Client
@@ -97,6 +102,7 @@ const (
 	DefaultRequestTimeout    = 15 * time.Second
 	DefaultMinBackoff        = 500 * time.Millisecond
 	DefaultMaxBackoff        = 30 * time.Second
+	DefaultTransitionRetry   = time.Second
 )
 
 // Transition is an HA state change of one router on this host, seen by the
@@ -223,6 +229,7 @@ func (c *Config) setDefaults() error {
 	def(&c.RequestTimeout, DefaultRequestTimeout)
 	def(&c.MinBackoff, DefaultMinBackoff)
 	def(&c.MaxBackoff, DefaultMaxBackoff)
+	def(&c.TransitionRetry, DefaultTransitionRetry)
 	if c.MaxBackoff < c.MinBackoff {
 		c.MaxBackoff = c.MinBackoff
 	}

@@ -680,3 +680,33 @@ l3ha_agent_ha_transitions_total{state="standby"} 1
 		}
 	})
 }
+
+// A transition the agent could not report while its server was down
+// reaches the server within TransitionRetry (1 s, ±20%) of its return, not
+// after a backoff grown to MaxBackoff: until it does, the API shows a
+// master that is gone (issue 13: "the API shows the truth within 2 s").
+func TestTransitionReachesAReturningServerWithinASecond(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fe := newFakeEndpoint()
+		fe.interval = 25 // agent_down_time 75 s: the heartbeat would notice late
+		fe.setState(twoRouters("e1"))
+		dp := NewFakeDataplane()
+		stop := runAgent(t, testConfig(fe, "http://server"), dp, newLogRecorder(t))
+		defer stop()
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+
+		fe.setDown(true)
+		if err := dp.SetState("r2", agentapi.HAActive); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Minute) // the report's retries back off meanwhile
+		fe.setDown(false)
+		time.Sleep(1300 * time.Millisecond)
+		synctest.Wait()
+		want := map[string]string{"r1": "active", "r2": "active"}
+		if got := fe.serverView(); !maps.Equal(got, want) {
+			t.Errorf("1.3 s after the server came back it knows %v, want %v", got, want)
+		}
+	})
+}

@@ -209,7 +209,13 @@ func (r *reporter) run(ctx context.Context) {
 		}
 		if err != nil {
 			fails.failed(err)
-			retry = time.After(bo.next(0))
+			r.mu.Lock()
+			limit := time.Duration(0)
+			if len(r.pending) > 0 {
+				limit = a.cfg.TransitionRetry
+			}
+			r.mu.Unlock()
+			retry = time.After(bo.next(limit))
 			continue
 		}
 		if full {

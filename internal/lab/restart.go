@@ -14,7 +14,13 @@ const agentExitTimeout = 30 * time.Second
 // SIGUSR2, SIGTERM or SIGKILL), starts it again with the same command line,
 // namespace and log, and records the new process in lab.json.
 func restartAgent(ctx context.Context, st *State, node string) (Process, error) {
-	name := "agent-" + node
+	return restartProcess(ctx, st, "agent-"+node)
+}
+
+// restartProcess waits until the lab's process name (e.g. "server",
+// "agent-net1") has exited and starts it again with the same arguments and
+// log, recording the new one in the lab's state.
+func restartProcess(ctx context.Context, st *State, name string) (Process, error) {
 	p, ok := st.process(name)
 	if !ok {
 		return Process{}, fmt.Errorf("no %s recorded", name)
