@@ -27,7 +27,7 @@ func TestFailoverOptionsAgentRestart(t *testing.T) {
 	if slices.Contains(Faults, FaultAgentRestart) {
 		t.Errorf("Faults = %v: agent-restart moves no master", Faults)
 	}
-	if all := AllFaults(); !slices.Equal(all, []string{FaultHALink, FaultNode, FaultAgentStop, FaultAgentRestart}) {
+	if all := AllFaults(); !slices.Equal(all, []string{FaultHALink, FaultNode, FaultAgentStop, FaultSwitchover, FaultAgentRestart}) {
 		t.Errorf("AllFaults() = %v", all)
 	}
 	all := AllFaults()
