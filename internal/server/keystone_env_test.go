@@ -34,6 +34,7 @@ var ksEnv struct {
 }
 
 func TestMain(m *testing.M) {
+	servertest.RunChildIfAsked() // a server process of StartProcess
 	code := m.Run()
 	if ksEnv.ks != nil {
 		if err := ksEnv.ks.Stop(); err != nil {

@@ -150,6 +150,21 @@ type Instance struct {
 // Int returns a pointer to v, for Options.
 func Int(v int) *int { return &v }
 
+// defaultConfig is the configuration of a test server on dbURL: noauth
+// (project "admin"), fake agent credentials, 2 to 3 agents per HA router,
+// agent_down_time 75 s.
+func defaultConfig(dbURL string) *server.Config {
+	return &server.Config{
+		Bind: "127.0.0.1:0", Database: dbURL, AgentCredentials: FakeAgentCredentials{},
+		AutoSchedule: true,
+		HA: ha.Config{
+			MaxAgents: 3, MinAgents: 2, NetCIDR: netip.MustParsePrefix("169.254.192.0/18"),
+			VNIs: ipam.VNIRange{Min: 1, Max: 65535}, AgentDownTime: 75 * time.Second,
+		},
+		Auth: api.NoAuth{DefaultProject: "admin"},
+	}
+}
+
 // Start runs an l3ha server for t; it stops when t ends.
 func Start(t testing.TB, o Options) *Instance {
 	t.Helper()
@@ -160,15 +175,8 @@ func Start(t testing.TB, o Options) *Instance {
 	if dbURL == "" {
 		dbURL = DatabaseURL(t, o.Backend)
 	}
-	cfg := &server.Config{
-		Bind: "127.0.0.1:0", Database: dbURL, AgentCredentials: FakeAgentCredentials{}, DefaultHA: o.DefaultHA,
-		AutoSchedule: true,
-		HA: ha.Config{
-			MaxAgents: 3, MinAgents: 2, NetCIDR: netip.MustParsePrefix("169.254.192.0/18"),
-			VNIs: ipam.VNIRange{Min: 1, Max: 65535}, AgentDownTime: 75 * time.Second,
-		},
-		Auth: api.NoAuth{DefaultProject: "admin"},
-	}
+	cfg := defaultConfig(dbURL)
+	cfg.DefaultHA = o.DefaultHA
 	if o.MaxAgents != nil {
 		cfg.HA.MaxAgents = *o.MaxAgents
 	}
@@ -273,6 +281,12 @@ func Logger(t testing.TB) *slog.Logger {
 		return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// childLogger is the log of a server process StartProcess started: its
+// warnings and errors go to stderr, which the test shows.
+func childLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
 type testWriter struct{ t testing.TB }

@@ -591,7 +591,7 @@ func (db *DB) listenOnce(ctx context.Context, connected func()) error {
 // Dump returns every row of every l3ha table as text, ordered, so tests can
 // prove that a rejected request changed nothing.
 func (db *DB) Dump(ctx context.Context) (map[string][]string, error) {
-	tables := []string{"meta", "networks", "ha_networks", "subnets", "ports", "ip_allocations", "routers", "ha_vrids", "agents", "router_bindings", "floatingips", "ha_transitions"}
+	tables := []string{"meta", "networks", "ha_networks", "subnets", "ports", "ip_allocations", "routers", "ha_vrids", "agents", "router_bindings", "floatingips", "ha_transitions", "ha_switchovers"}
 	out := map[string][]string{}
 	for _, t := range tables {
 		rows, err := db.reader.QueryContext(ctx, "SELECT * FROM "+t)
