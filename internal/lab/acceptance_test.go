@@ -333,8 +333,6 @@ func (v haView) settled(want []string) (string, bool) {
 	return m, true
 }
 
-// waitSettled waits until the router has one master holding exactly want
-// (any addresses if nil) and returns it.
 // gatewayRouter creates an HA router named name with its gateway on the
 // lab's public network and waits until it has settled on one master, which
 // it returns with the router.
@@ -353,6 +351,8 @@ func (l *accLab) gatewayRouter(t *testing.T, name string) (apiRouter, string) {
 	return r, l.waitSettled(t, r.ID, nil, 120*time.Second)
 }
 
+// waitSettled waits until the router has one master holding exactly want
+// (any addresses if nil) and returns it.
 func (l *accLab) waitSettled(t *testing.T, routerID string, want []string, timeout time.Duration) string {
 	t.Helper()
 	var v haView
@@ -1038,73 +1038,10 @@ func (l *accLab) checkStateFiles(t *testing.T, routerID, master string) {
 	}
 }
 
-// rebootNode brings a node cut off by FaultNode back as a rebooted machine
-// would come: nothing of the old boot is left (its router namespaces'
-// processes are killed, the namespaces deleted, and the bridges and VXLAN
-// devices its agent made removed), its links come up, and its agent starts
-// again with the same arguments and state directory.
+// rebootNode is rebootNode for a test: it fails t.
 func (l *accLab) rebootNode(t *testing.T, node string) {
 	t.Helper()
-	nss, err := listNamespaces(func(ns string) bool {
-		return uuidNS.MatchString(ns) && strings.HasSuffix(ns, NetnsSuffix(l.name, node)) && ownsNamespace(l.name, ns)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	inodes := map[uint64]bool{}
-	for _, ns := range nss {
-		if ino := nsInode(ns); ino != 0 {
-			inodes[ino] = true
-		}
-	}
-	if pids := pidsInNamespaces(inodes); len(pids) > 0 {
-		for _, pid := range pids {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-		if err := waitFor(t.Context(), 10*time.Second, "the node's processes to die", func() (bool, error) {
-			for _, pid := range pids {
-				if alive(pid) {
-					return false, nil
-				}
-			}
-			return true, nil
-		}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, ns := range nss {
-		if err := deleteNamespace(ns); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := withHandle(NodeNamespace(l.name, node), func(h *netlink.Handle) error {
-		// The agent's L2 of the old boot goes too: bridges, VXLAN devices
-		// (with their flood entries) and veth ends.
-		links, err := retryDump(h.LinkList)
-		if err != nil {
-			return err
-		}
-		for _, k := range links {
-			if hasPrefixAny(k.Attrs().Name, "brq", "vxlan-", "tap") {
-				if err := h.LinkDel(k); err != nil && !isNotFound(err) {
-					return fmt.Errorf("deleting %s: %w", k.Attrs().Name, err)
-				}
-			}
-		}
-		for _, dev := range []string{devFabric, devExternal} {
-			k, err := h.LinkByName(dev)
-			if err != nil {
-				return err
-			}
-			if err := h.LinkSetUp(k); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := restartAgent(t.Context(), l.st, node); err != nil {
+	if err := rebootNode(t.Context(), l.st, node); err != nil {
 		t.Fatal(err)
 	}
 }

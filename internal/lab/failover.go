@@ -155,8 +155,20 @@ func Failover(ctx context.Context, o FailoverOptions) (res *Result, err error) {
 	res, err = s.run(ctx)
 	if err != nil {
 		err = fmt.Errorf("%w\n(logs: %s)", err, logPath(o.Dir, "*"))
+		return res, err
 	}
-	return res, err
+	if report.Up || o.Keep {
+		// The lab stays: give the next run two healthy nodes again.
+		o.sayf("restoring %s", res.MasterBefore)
+		did, rerr := s.restore(ctx, res.MasterBefore)
+		switch {
+		case rerr != nil:
+			res.Notes = append(res.Notes, fmt.Sprintf("could not restore %s after the fault (%v): run `l3ha lab down --name %s` and `l3ha lab up --name %s`", res.MasterBefore, rerr, o.Name, o.Name))
+		case did != "":
+			res.Notes = append(res.Notes, "restored after measuring: "+did)
+		}
+	}
+	return res, nil
 }
 
 func anyRunning(st *State) bool {

@@ -6,8 +6,6 @@ import (
 	"slices"
 	"testing"
 	"time"
-
-	"github.com/vishvananda/netlink"
 )
 
 // healthInterval is the lab's gateway check interval in this test, and
@@ -102,18 +100,4 @@ func TestHealthCheckMovesTheRouterToAHealthyGateway(t *testing.T) {
 		t.Errorf("history %+v: no %s active→active health_check (the master stays, unhealthy)", hist, other)
 	}
 	t.Logf("every gateway down: %s stayed master for %v", other, 3*healthBudget)
-}
-
-// setLink sets dev in namespace ns up or down.
-func setLink(ns, dev string, up bool) error {
-	return withHandle(ns, func(h *netlink.Handle) error {
-		l, err := h.LinkByName(dev)
-		if err != nil {
-			return fmt.Errorf("%s: %s: %w", ns, dev, err)
-		}
-		if up {
-			return h.LinkSetUp(l)
-		}
-		return h.LinkSetDown(l)
-	})
 }

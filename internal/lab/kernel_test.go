@@ -441,6 +441,13 @@ func runLabFailover(t *testing.T, args ...string) Result {
 			t.Errorf("cleanup: lab down: %v\n%s", err, out)
 		}
 	})
+	return runLabFailoverIn(t, name, dir, args...)
+}
+
+// runLabFailoverIn runs `l3ha lab failover --json` with args in the lab
+// name (in dir), which it brings up if it is not.
+func runLabFailoverIn(t *testing.T, name, dir string, args ...string) Result {
+	t.Helper()
 	argv := append(append([]string{"lab", "failover", "--json"}, args...), "--name", name, "--dir", dir)
 	cmd := exec.Command(labBinary, argv...)
 	var stderr strings.Builder
