@@ -101,4 +101,3 @@ func TestServerKilledMidTransactionLeavesNothingHalfMade(t *testing.T) {
 		})
 	}
 }
-
