@@ -4,6 +4,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -206,4 +207,126 @@ func TestAgentKilledAndRestartedDuringAFailover(t *testing.T) {
 	if after := nodeObjects(t, l.name, other); !slices.Equal(before, after) {
 		t.Errorf("kernel objects of %s changed across the kill and restart:\nbefore %q\nafter  %q", other, before, after)
 	}
+}
+
+// TestFiftyFloatingIPsAtOnceOnAMaster (issue 13's fault table): 50 floating
+// IPs are associated at once (10 clients) with ports behind a master: the
+// master installs all 50 on its qg- device, its VIP never moves, and the
+// router's history gains no transition. How many desired states the
+// master's agent applied meanwhile is logged (the native engine converges
+// each in place; there is no keepalived to reload).
+func TestFiftyFloatingIPsAtOnceOnAMaster(t *testing.T) {
+	needE2E(t)
+	l := nvStartLab(t, "fi", "native", "", 0)
+	ctx := t.Context()
+	r, master := l.gatewayRouter(t, "fips")
+	pub, err := ensurePublicNetwork(ctx, l.api)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n, sub idOnly
+	if err := l.api.create(ctx, "networks", "network", map[string]any{"name": "fip-net"}, &n); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.api.create(ctx, "subnets", "subnet", map[string]any{"network_id": n.ID, "cidr": "10.20.0.0/24", "ip_version": 4}, &sub); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.api.do(ctx, "PUT", "/v2.0/routers/"+r.ID+"/add_router_interface", map[string]any{"subnet_id": sub.ID}, nil); err != nil {
+		t.Fatal(err)
+	}
+	ports := make([]string, 50)
+	for i := range ports {
+		var p idOnly
+		if err := l.api.create(ctx, "ports", "port", map[string]any{"network_id": n.ID}, &p); err != nil {
+			t.Fatal(err)
+		}
+		ports[i] = p.ID
+	}
+	l.waitSettled(t, r.ID, nil, 60*time.Second)
+	histBefore, err := l.api.routerHistory(ctx, r.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appliedBefore := len(logLines(logPath(l.dir, "agent-"+master), `msg="applied the desired state"`))
+
+	// The VIP is watched throughout.
+	moved := make(chan string, 1)
+	stop := make(chan struct{})
+	var watch sync.WaitGroup
+	watch.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			if v, err := l.view(ctx, r.ID); err == nil && !slices.Equal(v.VIPs, []string{master}) {
+				select {
+				case moved <- v.String():
+				default:
+				}
+			}
+		}
+	})
+	start := time.Now()
+	fips := make(chan string, len(ports))
+	var wg sync.WaitGroup
+	work := make(chan string)
+	for range 10 {
+		wg.Go(func() {
+			for port := range work {
+				var f struct {
+					FloatingIPAddress string `json:"floating_ip_address"`
+				}
+				if err := l.api.create(ctx, "floatingips", "floatingip", map[string]any{"floating_network_id": pub, "port_id": port}, &f); err != nil {
+					t.Errorf("floating IP for port %s: %v", port, err)
+					continue
+				}
+				fips <- f.FloatingIPAddress
+			}
+		})
+	}
+	for _, p := range ports {
+		work <- p
+	}
+	close(work)
+	wg.Wait()
+	close(fips)
+	want := map[string]bool{}
+	for a := range fips {
+		want[a+"/32"] = true
+	}
+	var v haView
+	if err := waitFor(ctx, 30*time.Second, "the 50 floating IPs on "+master+"'s qg- device", func() (bool, error) {
+		v, err = l.view(ctx, r.ID)
+		if err != nil {
+			return false, nil
+		}
+		n := 0
+		for _, a := range v.Kernel[master].Addrs {
+			if want[a] {
+				n++
+			}
+		}
+		return n == len(want), nil
+	}); err != nil {
+		t.Fatalf("%v (%d wanted)\n%s", err, len(want), v)
+	}
+	installed := time.Since(start)
+	close(stop)
+	watch.Wait()
+	select {
+	case m := <-moved:
+		t.Errorf("the VIP moved while the floating IPs were associated: %s", m)
+	default:
+	}
+	histAfter, err := l.api.routerHistory(ctx, r.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(histAfter) != len(histBefore) {
+		t.Errorf("history grew from %d to %d rows: %+v", len(histBefore), len(histAfter), histAfter[len(histBefore):])
+	}
+	applied := len(logLines(logPath(l.dir, "agent-"+master), `msg="applied the desired state"`)) - appliedBefore
+	t.Logf("50 floating IPs associated by 10 clients: all on %s %.2f s after the first request, no transition, %d desired states applied", master, installed.Seconds(), applied)
 }
