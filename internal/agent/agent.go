@@ -262,6 +262,27 @@ type agent struct {
 
 	// registered is closed after the first successful heartbeat.
 	registered chan struct{}
+
+	// stateDirErr is the last failure to write the state directory ("" when
+	// the last write worked), reported in heartbeats.
+	stateDirMu  sync.Mutex
+	stateDirErr string
+}
+
+// ConfigStateDirError is the "configurations" entry that carries the
+// agent's failure to write its state directory (disk full, read-only),
+// while it lasts: the data plane keeps running, but a restarted agent
+// would not find what it must adopt.
+const ConfigStateDirError = "state_dir_error"
+
+func (a *agent) setStateDirError(err error) {
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	a.stateDirMu.Lock()
+	a.stateDirErr = msg
+	a.stateDirMu.Unlock()
 }
 
 // configurations is the agent's "configurations" as sent in heartbeats.
@@ -272,5 +293,10 @@ func (a *agent) configurations() map[string]any {
 	if a.cfg.LocalIP != "" {
 		m[agentapi.ConfigLocalIP] = a.cfg.LocalIP
 	}
+	a.stateDirMu.Lock()
+	if a.stateDirErr != "" {
+		m[ConfigStateDirError] = a.stateDirErr
+	}
+	a.stateDirMu.Unlock()
 	return m
 }

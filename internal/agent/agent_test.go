@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -707,6 +708,55 @@ func TestTransitionReachesAReturningServerWithinASecond(t *testing.T) {
 		want := map[string]string{"r1": "active", "r2": "active"}
 		if got := fe.serverView(); !maps.Equal(got, want) {
 			t.Errorf("1.3 s after the server came back it knows %v, want %v", got, want)
+		}
+	})
+}
+
+// An agent that cannot write its state directory (here ha_confs is a file;
+// on a node, a full or read-only disk) keeps running its routers and
+// reporting their states, logs the error once, says so in its heartbeats'
+// configurations (state_dir_error), and once the directory is writable
+// again writes the state files as they must be and drops the error (issue
+// 13's fault table).
+func TestStateDirNotWritableIsReportedAndRecovers(t *testing.T) {
+	dir := t.TempDir()
+	blocker := filepath.Join(dir, "ha_confs")
+	if err := os.WriteFile(blocker, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	synctest.Test(t, func(t *testing.T) {
+		fe := newFakeEndpoint()
+		fe.interval = 1
+		fe.setState(twoRouters("e1"))
+		cfg := testConfig(fe, "http://server")
+		cfg.StateDir = dir
+		dp := NewFakeDataplane()
+		log := newLogRecorder(t)
+		stop := runAgent(t, cfg, dp, log)
+		defer stop()
+		time.Sleep(3 * time.Second)
+		synctest.Wait()
+		if got := fe.serverView(); !maps.Equal(got, map[string]string{"r1": "active", "r2": "standby"}) {
+			t.Errorf("server knows %v: the agent must keep reporting", got)
+		}
+		hbs := fe.heartbeatsSeen()
+		if msg, _ := hbs[len(hbs)-1].hb.Configurations[ConfigStateDirError].(string); !strings.Contains(msg, "ha_confs") {
+			t.Errorf("last heartbeat's %s = %q, want the write error", ConfigStateDirError, msg)
+		}
+		if n := len(log.records("writing HA state files failed; retrying")); n != 1 {
+			t.Errorf("%d warnings about the state files, want 1", n)
+		}
+
+		if err := os.Remove(blocker); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(stateFileRetry + 2*time.Second)
+		synctest.Wait()
+		wantFile(t, StateFile(dir, "r1"), "master\n")
+		wantFile(t, StateFile(dir, "r2"), "backup\n")
+		hbs = fe.heartbeatsSeen()
+		if msg, ok := hbs[len(hbs)-1].hb.Configurations[ConfigStateDirError]; ok {
+			t.Errorf("last heartbeat still says %s = %v after the directory recovered", ConfigStateDirError, msg)
 		}
 	})
 }

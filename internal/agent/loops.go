@@ -30,6 +30,7 @@ func (a *agent) heartbeatLoop(ctx context.Context) {
 		agentID    string
 	)
 	for {
+		hb.Configurations = a.configurations() // a state directory error comes and goes
 		rctx, cancel := context.WithTimeout(ctx, min(a.cfg.RequestTimeout, max(interval, time.Second)))
 		reply, err := a.client.Heartbeat(rctx, hb)
 		cancel()

@@ -48,6 +48,9 @@ type reporter struct {
 	// was applied. State files of other routers are removed.
 	keep map[string]bool
 	scan bool // look for state files of routers not in keep
+	// filesRetry is set while state files could not be written: the
+	// reporter's loop tries again every StateFileRetry. Loop-owned.
+	filesRetry bool
 	// bindings is each router's binding as of the last desired state
 	// (binding index and HA port): when it changes the server has made a new
 	// binding, which starts as standby, so the router's state is sent again.
@@ -155,12 +158,16 @@ func (r *reporter) keepOnly(st *agentapi.DesiredState) {
 	r.poke()
 }
 
+// stateFileRetry is how often state files that could not be written are
+// tried again.
+const stateFileRetry = 5 * time.Second
+
 func (r *reporter) run(ctx context.Context) {
 	a := r.a
 	bo := backoff{min: a.cfg.MinBackoff, max: a.cfg.MaxBackoff}
 	fails := streak{log: a.log, what: "reporting HA states"}
 	files := streak{log: a.log, what: "writing HA state files"}
-	var batch, retry, reassert <-chan time.Time
+	var batch, retry, reassert, filesRetry <-chan time.Time
 	armReassert := func() {
 		if a.cfg.ReassertInterval > 0 {
 			reassert = time.After(jittered(a.cfg.ReassertInterval))
@@ -171,8 +178,18 @@ func (r *reporter) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-filesRetry:
+			filesRetry = nil
+			r.syncFiles(&files)
+			if r.filesRetry {
+				filesRetry = time.After(stateFileRetry)
+			}
+			continue
 		case <-r.wake:
 			r.syncFiles(&files)
+			if r.filesRetry && filesRetry == nil {
+				filesRetry = time.After(stateFileRetry)
+			}
 			r.mu.Lock()
 			n, urgent, full := len(r.pending), r.urgent, r.full
 			r.urgent = false
@@ -314,6 +331,7 @@ func (r *reporter) syncFiles(s *streak) {
 	r.mu.Unlock()
 
 	var errs []error
+	failed := map[string]string{}
 	for id, state := range files {
 		var err error
 		if state == "" {
@@ -323,6 +341,7 @@ func (r *reporter) syncFiles(s *streak) {
 		}
 		if err != nil {
 			errs = append(errs, err)
+			failed[id] = state
 		}
 	}
 	if keep != nil {
@@ -338,10 +357,29 @@ func (r *reporter) syncFiles(s *streak) {
 			}
 		}
 	}
+	if len(failed) > 0 || keep != nil && len(errs) > 0 {
+		// Kept for the next try (a newer state of a router wins), so that
+		// the files are right once the disk has room again.
+		r.mu.Lock()
+		for id, state := range failed {
+			if _, newer := r.files[id]; !newer {
+				r.files[id] = state
+			}
+		}
+		if keep != nil && len(errs) > len(failed) {
+			r.scan = true
+		}
+		r.mu.Unlock()
+	}
 	if err := errors.Join(errs...); err != nil {
 		s.failed(err)
-	} else if len(files) > 0 {
-		s.succeeded()
+		r.a.setStateDirError(err)
+		r.filesRetry = true
+	} else if len(files) > 0 || keep != nil {
+		if s.succeeded() {
+			r.a.setStateDirError(nil)
+		}
+		r.filesRetry = false
 	}
 }
 
