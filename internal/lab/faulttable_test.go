@@ -1,6 +1,8 @@
 package lab
 
 import (
+	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -329,4 +331,68 @@ func TestFiftyFloatingIPsAtOnceOnAMaster(t *testing.T) {
 	}
 	applied := len(logLines(logPath(l.dir, "agent-"+master), `msg="applied the desired state"`)) - appliedBefore
 	t.Logf("50 floating IPs associated by 10 clients: all on %s %.2f s after the first request, no transition, %d desired states applied", master, installed.Seconds(), applied)
+}
+
+// TestAgentStateDirNotWritable (issue 13's fault table): the master node's
+// state directory is made read-only (a read-only bind mount over it, as a
+// full or failing disk would behave) and the router fails over: the agent
+// keeps routing (the other node is master, in the kernel and the API), logs
+// the error and reports it in its configurations (state_dir_error); once
+// the directory is writable again it writes the router's state file as it
+// must be and the error goes.
+func TestAgentStateDirNotWritable(t *testing.T) {
+	needE2E(t)
+	l := nvStartLab(t, "sd", "native", "", 0)
+	ctx := t.Context()
+	r, master := l.gatewayRouter(t, "state-dir")
+	other := otherNode(master)
+	dir := nodeStateDir(l.dir, master)
+	mounted := false
+	umount := func() {
+		if mounted {
+			if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+				t.Errorf("umount %s: %v %s", dir, err, out)
+			}
+			mounted = false
+		}
+	}
+	t.Cleanup(umount)
+	for _, args := range [][]string{{"--bind", dir, dir}, {"-o", "remount,bind,ro", dir}} {
+		if out, err := exec.Command("mount", args...).CombinedOutput(); err != nil {
+			t.Fatalf("mount %v: %v %s", args, err, out)
+		}
+		mounted = true
+	}
+	nvSetHA(t, l, r.ID, master, false)
+	stateDirError := func() string {
+		agents, err := l.api.agents(ctx)
+		if err != nil {
+			return ""
+		}
+		for _, a := range agents {
+			if a.Host == master {
+				s, _ := a.Configurations["state_dir_error"].(string)
+				return s
+			}
+		}
+		return ""
+	}
+	if err := waitFor(ctx, 30*time.Second, master+"'s agent reporting its state directory error, "+other+" master", func() (bool, error) {
+		v, err := l.view(ctx, r.ID)
+		return err == nil && slices.Equal(v.VIPs, []string{other}) && slices.Equal(v.APIActive, []string{other}) && stateDirError() != "", nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s reports: state_dir_error %q", master, stateDirError())
+	if lines := logLines(logPath(l.dir, "agent-"+master), "writing HA state files failed"); len(lines) == 0 {
+		t.Errorf("%s's agent did not log the failed writes", master)
+	}
+	umount()
+	file := filepath.Join(dir, "ha_confs", r.ID, "state")
+	if err := waitFor(ctx, 30*time.Second, master+"'s state file right again and the error gone", func() (bool, error) {
+		b, err := os.ReadFile(file)
+		return err == nil && strings.TrimSpace(string(b)) == "backup" && stateDirError() == "", nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
