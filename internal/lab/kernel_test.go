@@ -477,6 +477,12 @@ var faultReasons = map[string]string{
 // master's transition to active and the fault's reason.
 func checkHistoryReason(t *testing.T, r *Result) {
 	t.Helper()
+	if r.Fault == FaultNode && r.MasterBefore == controllerNode().Name {
+		// The cut node holds the server: the API cannot learn the
+		// failover, so its history has nothing to say yet.
+		t.Logf("history not checked: the cut node %s is the controller", r.MasterBefore)
+		return
+	}
 	want := faultReasons[r.Fault]
 	for _, h := range r.HistoryAfter {
 		if h.Host == r.MasterAfter && h.To == "active" && h.Reason == want {
