@@ -117,6 +117,25 @@ func (c *cloud) addNode(ctx context.Context, t testing.TB, o neutronlocal.NodeOp
 		if err := nd.Remove(); err != nil {
 			t.Errorf("removing node %s: %v", o.Host, err)
 		}
+		// neutron-server would count the node's agents alive until
+		// agent_down_time passes and schedule the next test's routers on
+		// them: they go with the node.
+		cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		var agents struct {
+			Agents []struct {
+				ID string `json:"id"`
+			} `json:"agents"`
+		}
+		if err := c.n.Do(cctx, http.MethodGet, "/agents?host="+o.Host, nil, &agents); err != nil {
+			t.Logf("listing the agents of %s: %v", o.Host, err)
+			return
+		}
+		for _, a := range agents.Agents {
+			if err := c.n.Do(cctx, http.MethodDelete, "/agents/"+a.ID, nil, nil); err != nil && !neutronlocal.IsNotFound(err) {
+				t.Logf("deleting agent %s of %s: %v", a.ID, o.Host, err)
+			}
+		}
 	})
 	return nd
 }
