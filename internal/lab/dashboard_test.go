@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/l3ha/l3ha/internal/dashboard/dashtest"
 )
 
@@ -77,21 +75,7 @@ func TestDashboardFollowsTheLab(t *testing.T) {
 	}
 
 	// A real failover: the new master's ha- device goes down.
-	rns := RouterNamespace(l.name, r.ID, target)
-	if err := withHandle(rns, func(h *netlink.Handle) error {
-		links, err := h.LinkList()
-		if err != nil {
-			return err
-		}
-		for _, ln := range links {
-			if strings.HasPrefix(ln.Attrs().Name, "ha-") {
-				return h.LinkSetDown(ln)
-			}
-		}
-		return os.ErrNotExist
-	}); err != nil {
-		t.Fatalf("setting the ha- device of %s down: %v", rns, err)
-	}
+	nvSetHA(t, l, r.ID, target, false)
 	var tookOver time.Time
 	if err := waitFor(ctx, 15*time.Second, master+" holding the VIP again", func() (bool, error) {
 		v, err := l.view(ctx, r.ID)

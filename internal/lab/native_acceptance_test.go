@@ -548,21 +548,7 @@ func nvPoll(t *testing.T, timeout, every time.Duration, what string, cond func()
 // nvSetHA sets the ha- device of a router's namespace on node up or down.
 func nvSetHA(t *testing.T, l *accLab, routerID, node string, up bool) {
 	t.Helper()
-	if err := withHandle(RouterNamespace(l.name, routerID, node), func(h *netlink.Handle) error {
-		links, err := retryDump(h.LinkList)
-		if err != nil {
-			return err
-		}
-		for _, k := range links {
-			if strings.HasPrefix(k.Attrs().Name, "ha-") {
-				if up {
-					return h.LinkSetUp(k)
-				}
-				return h.LinkSetDown(k)
-			}
-		}
-		return fmt.Errorf("no ha- device")
-	}); err != nil {
+	if _, err := setHADevice(RouterNamespace(l.name, routerID, node), up); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -27,21 +27,11 @@ func (s *scenario) restore(ctx context.Context, node string) (string, error) {
 	switch s.o.Fault {
 	case FaultHALink:
 		rns := RouterNamespace(s.lab(), s.routerID, node)
-		if err := withHandle(rns, func(h *netlink.Handle) error {
-			links, err := retryDump(h.LinkList)
-			if err != nil {
-				return err
-			}
-			for _, l := range links {
-				if strings.HasPrefix(l.Attrs().Name, "ha-") {
-					did = append(did, l.Attrs().Name+" up in "+rns)
-					return h.LinkSetUp(l)
-				}
-			}
-			return fmt.Errorf("no ha- device in %s", rns)
-		}); err != nil {
+		dev, err := setHADevice(rns, true)
+		if err != nil {
 			return "", fmt.Errorf("restoring %s: %w", node, err)
 		}
+		did = append(did, dev+" up in "+rns)
 	case FaultNode:
 		// A dead node comes back as a rebooted one: nothing of its old
 		// boot is left, its agent starts afresh and makes it a backup.
@@ -147,6 +137,29 @@ func rebootNode(ctx context.Context, st *State, node string) error {
 	}
 	_, err = restartAgent(ctx, st, node)
 	return err
+}
+
+// setHADevice sets the ha- device of router namespace rns up or down and
+// returns its name.
+func setHADevice(rns string, up bool) (string, error) {
+	var name string
+	err := withHandle(rns, func(h *netlink.Handle) error {
+		links, err := retryDump(h.LinkList)
+		if err != nil {
+			return err
+		}
+		for _, l := range links {
+			if strings.HasPrefix(l.Attrs().Name, "ha-") {
+				name = l.Attrs().Name
+				if up {
+					return h.LinkSetUp(l)
+				}
+				return h.LinkSetDown(l)
+			}
+		}
+		return fmt.Errorf("no ha- device in %s", rns)
+	})
+	return name, err
 }
 
 // setLink sets dev in namespace ns up or down.
