@@ -41,7 +41,7 @@ type Config struct {
 
 // Stats count what a syncer did, for metrics and tests.
 type Stats struct {
-	FlowsSent, DeletesSent, Datagrams, TablesSent uint64
+	FlowsSent, DeletesSent, Datagrams, TablesSent   uint64
 	Installed, Deleted, InstallErrors, BadDatagrams uint64
 }
 
@@ -60,7 +60,7 @@ type Syncer struct {
 	done      chan struct{}
 	closeOnce sync.Once
 
-	flowsSent, deletesSent, datagrams, tablesSent atomic.Uint64
+	flowsSent, deletesSent, datagrams, tablesSent   atomic.Uint64
 	installed, deleted, installErrors, badDatagrams atomic.Uint64
 }
 
