@@ -46,6 +46,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=10s ./internal/vrrp
 	$(GO) test -run='^$$' -fuzz='^FuzzAPIRequestBodies$$' -fuzztime=10s ./internal/api
 	$(GO) test -run='^$$' -fuzz='^FuzzPingLogLine$$' -fuzztime=5s ./internal/lab
+	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=10s ./internal/ctsync
 
 # Failover and convergence at scale, keepalived vs native (l3ha lab bench
 # compare, in a lab of its own named "bench", torn down after every run):

@@ -49,8 +49,10 @@ type agentOptions struct {
 	healthCheck float64
 	// healthFall is how many failed checks in a row make a router unhealthy.
 	healthFall int
-	metrics    string
-	pprof      string
+	// conntrackSync: --ha-conntrack-sync.
+	conntrackSync bool
+	metrics       string
+	pprof         string
 	// externalL2: the node's bridges belong to another L2 agent (Neutron's
 	// linuxbridge agent under `l3ha neutron-l3-agent`); not a flag.
 	externalL2 bool
@@ -59,7 +61,7 @@ type agentOptions struct {
 // agentFlagNames are the flags that can also come from L3HA_<NAME> variables.
 var agentFlagNames = []string{
 	"host", "server", "server-ca", "agent-token", "agent-token-file", "state-dir", "dataplane", "agent-mode", "local-ip",
-	"physical-interface-mappings", "netns-suffix", "ha-driver", "ha-vrrp-advert-int", "ha-vrrp-version", "ha-vrrp-auth-password", "ha-vrrp-health-check-interval", "ha-vrrp-health-check-fall", "metrics-bind", "pprof-bind",
+	"physical-interface-mappings", "netns-suffix", "ha-driver", "ha-vrrp-advert-int", "ha-vrrp-version", "ha-vrrp-auth-password", "ha-vrrp-health-check-interval", "ha-vrrp-health-check-fall", "ha-conntrack-sync", "metrics-bind", "pprof-bind",
 }
 
 // newAgentCommand returns `l3ha agent`, which runs the node agent. Client
@@ -100,6 +102,7 @@ variable.`,
 	f.StringVar(&o.password, "ha-vrrp-auth-password", "", "VRRPv2 simple password (PASS authentication); empty: none")
 	f.Float64Var(&o.healthCheck, "ha-vrrp-health-check-interval", 0, "seconds between two checks of each HA router's upstream gateway (ARP from its qg- device, as Neutron's ha_vrrp_health_check_interval); a master whose gateway fails 3 checks in a row hands over to a backup whose gateway answers; 0: off (native driver only)")
 	f.IntVar(&o.healthFall, "ha-vrrp-health-check-fall", dataplane.DefaultHealthFall, "failed gateway checks in a row that make a router unhealthy (2 good ones make it healthy again)")
+	f.BoolVar(&o.conntrackSync, "ha-conntrack-sync", true, "replicate each HA router's connection tracking (NAT mappings included) from its master to its backups over the HA network (UDP 3781, multicast 239.255.76.<vrid>), so established connections survive a failover even with nf_conntrack_tcp_loose=0")
 	f.StringVar(&o.metrics, "metrics-bind", "", "address to serve Prometheus metrics on (/metrics), e.g. 127.0.0.1:9697; empty: off")
 	f.StringVar(&o.pprof, "pprof-bind", "", "address to serve Go profiles on (/debug/pprof/, for go tool pprof), e.g. 127.0.0.1:6060; empty: off")
 	return cmd
@@ -250,7 +253,7 @@ const (
 
 // linuxDataplane builds the Linux data plane and its HA driver from flags.
 func linuxDataplane(o *agentOptions, reg prometheus.Registerer, logger *slog.Logger) (agent.Dataplane, error) {
-	cfg := dataplane.Config{Suffix: o.suffix, Mappings: map[string]string{}, ExternalL2: o.externalL2, Logger: logger, Host: o.host}
+	cfg := dataplane.Config{Suffix: o.suffix, Mappings: map[string]string{}, ExternalL2: o.externalL2, Logger: logger, Host: o.host, ConntrackSync: o.conntrackSync}
 	if o.healthCheck < 0 {
 		return nil, fmt.Errorf("--ha-vrrp-health-check-interval %v: must not be negative (0: off)", o.healthCheck)
 	}

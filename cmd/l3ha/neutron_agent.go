@@ -40,6 +40,7 @@ with neutron-l3-agent + keepalived and on a node with l3ha at once.`,
 		dp, err := linuxDataplane(&agentOptions{
 			stateDir: cfg.StatePath, haDriver: cfg.HADriver, advertInt: cfg.L3HAAdvertInt.Seconds(), vrrpVer: cfg.L3HAVersion, pace: cfg.Pace,
 			password: cfg.AuthPassword, externalL2: true, host: cfg.Host, healthCheck: cfg.HealthCheckInterval.Seconds(), healthFall: cfg.HealthCheckFall,
+			conntrackSync: cfg.ConntrackSync,
 		}, reg, logger)
 		if err != nil {
 			return err

@@ -58,7 +58,7 @@ type Key struct {
 func (f Flow) Key() Key { return Key{Proto: f.Proto, Orig: f.Orig, Zone: f.Zone} }
 
 // IsIPv6 reports whether the flow is IPv6.
-func (f Flow) IsIPv6() bool { return f.Orig.Src.Is6() && !f.Orig.Src.Is4In6() }
+func (f Flow) IsIPv6() bool { return f.Orig.Src.Is6() }
 
 // Validate checks what the kernel would refuse, so that a bad record from
 // the wire is dropped with a reason instead of an opaque netlink error.

@@ -71,7 +71,11 @@ type Config struct {
 	// HealthCheckFall is how many failed checks in a row make a router
 	// unhealthy (0: DefaultHealthFall).
 	HealthCheckFall int
-	Logger          *slog.Logger
+	// ConntrackSync replicates every HA router's connection tracking state
+	// from its master to its backups (package ctsync), so connections
+	// survive a failover.
+	ConntrackSync bool
+	Logger        *slog.Logger
 }
 
 // Linux is the data plane. It implements agent.Dataplane.
@@ -87,6 +91,9 @@ type Linux struct {
 	states map[string]string
 	// health checks the gateways; nil when HealthCheckInterval is 0.
 	health *HealthChecker
+	// conns syncs the HA routers' conntrack tables; nil when
+	// ConntrackSync is off.
+	conns *connSync
 }
 
 var _ agent.Dataplane = (*Linux)(nil)
@@ -97,7 +104,11 @@ func New(cfg Config, driver HADriver) *Linux {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Linux{cfg: cfg, driver: driver, log: log, skipped: map[string]string{}, states: map[string]string{}}
+	l := &Linux{cfg: cfg, driver: driver, log: log, skipped: map[string]string{}, states: map[string]string{}}
+	if cfg.ConntrackSync {
+		l.conns = newConnSync(log)
+	}
+	return l
 }
 
 // Start implements agent.Dataplane: the HA driver adopts running VRRP
@@ -111,6 +122,9 @@ func (l *Linux) Start(ctx context.Context, report agent.ReportFunc) error {
 		l.mu.Lock()
 		l.states[routerID] = state
 		l.mu.Unlock()
+		if l.conns != nil {
+			l.conns.setState(routerID, state)
+		}
 		report(agent.Transition{RouterID: routerID, State: state, Reason: reason})
 	})
 }
@@ -118,7 +132,11 @@ func (l *Linux) Start(ctx context.Context, report agent.ReportFunc) error {
 // Stop ends the data plane when the agent exits: see HADriver.Stop. The
 // kernel objects stay: a restarted agent adopts them.
 func (l *Linux) Stop(ctx context.Context, resign bool) error {
-	return l.driver.Stop(ctx, resign)
+	err := l.driver.Stop(ctx, resign)
+	if l.conns != nil {
+		l.conns.close()
+	}
+	return err
 }
 
 // Apply implements agent.Dataplane.
@@ -246,7 +264,18 @@ func (l *Linux) applyRouter(ctx context.Context, r RouterPlan) error {
 		l.log.Info("router wired; VRRP waits for its HA port to be bound", "router_id", r.ID)
 		return nil
 	}
-	return l.driver.Ensure(ctx, *r.HA)
+	if err := l.driver.Ensure(ctx, *r.HA); err != nil {
+		return err
+	}
+	if l.conns != nil {
+		l.mu.Lock()
+		state := l.states[r.ID]
+		l.mu.Unlock()
+		if err := l.conns.ensure(*r.HA, state); err != nil {
+			return fmt.Errorf("conntrack sync: %w", err)
+		}
+	}
+	return nil
 }
 
 func (l *Linux) applyLegacyAddresses(r RouterPlan) error {
@@ -312,6 +341,9 @@ func (l *Linux) removeStaleRouters(ctx context.Context, wanted, adminDown map[st
 	removed := func(id string) {
 		if running[id] && adminDown[id] && l.report != nil {
 			l.report(agent.Transition{RouterID: id, State: agentapi.HAStandby, Reason: agentapi.ReasonAdminDown})
+		}
+		if l.conns != nil {
+			l.conns.remove(id)
 		}
 		delete(running, id)
 	}

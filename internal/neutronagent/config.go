@@ -44,6 +44,7 @@ var Options = []config.Option{
 	{Section: "l3ha", Name: "vrrp_version", Flag: "vrrp-version", Default: "2", Usage: "2: Neutron's VRRPv2 at ha_vrrp_advert_int, paced at advert_int between l3ha nodes (works beside keepalived); 3: VRRPv3 at advert_int for every router of the node (only once no node of these routers runs neutron-l3-agent)"},
 	{Section: "l3ha", Name: "advert_int", Flag: "advert-int", Default: "", Usage: "l3ha's own advert interval in seconds: with vrrp_version 2 and the native driver the pace between l3ha nodes (default 0.2; 0: none), with 3 the VRRPv3 interval (default 0.2)"},
 	{Section: "l3ha", Name: "health_check_fall", Flag: "health-check-fall", Default: "3", Usage: "failed gateway checks in a row (ha_vrrp_health_check_interval) that make a router unhealthy; 2 good ones make it healthy again"},
+	{Section: "l3ha", Name: "conntrack_sync", Flag: "conntrack-sync", Default: "true", Usage: "replicate each HA router's connection tracking (NAT included) from its master to its backups over the HA network (UDP 3781, multicast 239.255.76.<vrid>), so connections survive a failover"},
 	{Section: "l3ha", Name: "metrics_bind", Flag: "metrics-bind", Usage: "address to serve Prometheus metrics on, e.g. 127.0.0.1:9697; empty: off"},
 }
 
@@ -76,6 +77,8 @@ type Config struct {
 	AvailabilityZone   string
 	HADriver           string
 	MetricsBind        string
+	// ConntrackSync is [l3ha] conntrack_sync.
+	ConntrackSync bool
 }
 
 // RegisterFlags declares the options on flags (plus --config-file and
@@ -113,6 +116,7 @@ func Load(set *config.Set, log *slog.Logger) (*Config, error) {
 	c.HealthCheckFall = v.Int("l3ha.health_check_fall", 1)
 	c.RPCTimeout = v.Seconds("default.rpc_response_timeout")
 	c.HandleInternalOnly = v.Bool("default.handle_internal_only_routers")
+	c.ConntrackSync = v.Bool("l3ha.conntrack_sync")
 	c.ReportInterval = v.Seconds("agent.report_interval")
 	c.L3HAVersion = v.Int("l3ha.vrrp_version", 2)
 	l3haInt, l3haIntSet := defaultL3HAInterval, v.String("l3ha.advert_int") != ""

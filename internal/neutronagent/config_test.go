@@ -67,7 +67,7 @@ func TestNeutronConfigFilesConfigureTheAgent(t *testing.T) {
 		InterfaceDriver: "linuxbridge", HAConfsPath: "/var/lib/neutron/ha_confs", AuthPassword: "s3cret",
 		AdvertInt: 2 * time.Second, L3HAVersion: 2, L3HAAdvertInt: 2 * time.Second, Pace: 200 * time.Millisecond,
 		ControlExchange: "neutron", RPCTimeout: 60 * time.Second, HandleInternalOnly: true,
-		ReportInterval: 5 * time.Second, AvailabilityZone: "nova", HADriver: "native", HealthCheckFall: 3,
+		ReportInterval: 5 * time.Second, AvailabilityZone: "nova", HADriver: "native", HealthCheckFall: 3, ConntrackSync: true,
 	}
 	if *c != want {
 		t.Errorf("config\n%+v\nwant\n%+v", *c, want)
