@@ -33,6 +33,7 @@ type labUpFlags struct {
 	haDriver      string
 	advertInt     string
 	healthCheck   string
+	conntrackSync string
 	agentDownTime int
 	keystone      bool
 }
@@ -42,6 +43,7 @@ func (f *labUpFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.haDriver, "ha-driver", "", "HA driver passed to the agents as --ha-driver: keepalived or native for every node, or per node as net1=keepalived,net2=native (mixed drivers need --ha-vrrp-advert-int; default: the agent's)")
 	fs.StringVar(&f.advertInt, "ha-vrrp-advert-int", "", "VRRP advertisement interval passed to every agent as --ha-vrrp-advert-int (default: the agent's)")
 	fs.StringVar(&f.healthCheck, "ha-vrrp-health-check-interval", "", "seconds between gateway health checks, passed to the network nodes' agents as --ha-vrrp-health-check-interval (default: the agent's, off)")
+	fs.StringVar(&f.conntrackSync, "ha-conntrack-sync", "", "true or false: passed to the network nodes' agents as --ha-conntrack-sync (default: the agent's, on)")
 	fs.IntVar(&f.agentDownTime, "agent-down-time", lab.DefaultAgentDownTime, "the lab server's agent_down_time in seconds")
 	fs.BoolVar(&f.keystone, "keystone", false, "run a private Keystone (Debian's keystone) in the controller: the server validates tokens with it (auth_strategy keystone), the lab logs in as its admin, and <dir>/clouds.yaml holds the clouds l3ha-admin, l3ha-member, l3ha-reader for the openstack client run in the controller's namespace")
 }
@@ -50,7 +52,7 @@ func (f *labFlags) options(up *labUpFlags, cmd *cobra.Command) lab.Options {
 	o := lab.Options{Name: f.name, Dir: f.dir, Out: cmd.ErrOrStderr()}
 	if up != nil {
 		o.Dataplane, o.HADriver, o.AdvertInt, o.AgentDownTime, o.Keystone = up.dataplane, up.haDriver, up.advertInt, up.agentDownTime, up.keystone
-		o.HealthCheckInterval = up.healthCheck
+		o.HealthCheckInterval, o.ConntrackSync = up.healthCheck, up.conntrackSync
 	}
 	return o
 }
@@ -182,6 +184,8 @@ func newLabFailoverCommand(common *labFlags) *cobra.Command {
 		timeout      time.Duration
 		settle       time.Duration
 		interval     time.Duration
+		flows        bool
+		tcpLoose     string
 	)
 	cmd := &cobra.Command{
 		Use:   "failover",
@@ -208,7 +212,7 @@ A lab that is not up is brought up first and torn down at the end (unless
 			defer stop()
 			o := lab.FailoverOptions{
 				Options: common.options(&up, cmd), Fault: fault, Keep: keep,
-				Timeout: timeout, Settle: settle, PingInterval: interval,
+				Timeout: timeout, Settle: settle, PingInterval: interval, Flows: flows, TCPLoose: tcpLoose,
 			}
 			res, err := lab.Failover(ctx, o)
 			if res != nil {
@@ -231,6 +235,8 @@ A lab that is not up is brought up first and torn down at the end (unless
 	f.DurationVar(&timeout, "timeout", 0, "how long to wait for a new master after the fault (default 30s; agent-restart: how long to watch for a transition, default 10s)")
 	f.DurationVar(&settle, "settle", 2*time.Second, "how long the instance keeps pinging after the failover")
 	f.DurationVar(&interval, "ping-interval", 10*time.Millisecond, "interval of the instance's pings (ping -i)")
+	f.BoolVar(&flows, "flows", false, "also run connections across the fault and report which survive: "+strings.Join(lab.FlowKinds, ", ")+" (settle at least 5s)")
+	f.StringVar(&tcpLoose, "tcp-loose", "", "0 or 1: set nf_conntrack_tcp_loose in the router's namespaces before the fault (0: strict, as hardened hosts; default: the kernel's, 1)")
 	return cmd
 }
 

@@ -8,24 +8,24 @@ import (
 
 func tcpFlow(sport uint16) Flow {
 	return Flow{
-		Proto: ProtoTCP,
-		Orig:  Tuple{Src: netip.MustParseAddr("10.10.30.5"), Dst: netip.MustParseAddr("172.24.4.1"), SrcPort: sport, DstPort: 80},
-		Reply: Tuple{Src: netip.MustParseAddr("172.24.4.1"), Dst: netip.MustParseAddr("172.24.4.10"), SrcPort: 80, DstPort: sport + 1},
+		Proto:  ProtoTCP,
+		Orig:   Tuple{Src: netip.MustParseAddr("10.10.30.5"), Dst: netip.MustParseAddr("172.24.4.1"), SrcPort: sport, DstPort: 80},
+		Reply:  Tuple{Src: netip.MustParseAddr("172.24.4.1"), Dst: netip.MustParseAddr("172.24.4.10"), SrcPort: 80, DstPort: sport + 1},
 		Status: StatusSeenReply | StatusAssured | StatusSrcNAT, Timeout: 431999, Mark: 7, TCPState: 3, TCPWScaleOrig: 7, TCPWScaleReply: 10,
 	}
 }
 
 func TestWireRoundTripsEveryKindAndFamily(t *testing.T) {
 	v6 := Flow{
-		Proto: ProtoUDP,
-		Orig:  Tuple{Src: netip.MustParseAddr("2001:db8::5"), Dst: netip.MustParseAddr("2001:db8:1::1"), SrcPort: 5353, DstPort: 53},
-		Reply: Tuple{Src: netip.MustParseAddr("2001:db8:1::1"), Dst: netip.MustParseAddr("2001:db8::5"), SrcPort: 53, DstPort: 5353},
+		Proto:   ProtoUDP,
+		Orig:    Tuple{Src: netip.MustParseAddr("2001:db8::5"), Dst: netip.MustParseAddr("2001:db8:1::1"), SrcPort: 5353, DstPort: 53},
+		Reply:   Tuple{Src: netip.MustParseAddr("2001:db8:1::1"), Dst: netip.MustParseAddr("2001:db8::5"), SrcPort: 53, DstPort: 5353},
 		Timeout: 30, Zone: 3,
 	}
 	icmp := Flow{
-		Proto: ProtoICMP,
-		Orig:  Tuple{Src: netip.MustParseAddr("10.10.30.5"), Dst: netip.MustParseAddr("172.24.4.1"), SrcPort: 99, DstPort: 8 << 8},
-		Reply: Tuple{Src: netip.MustParseAddr("172.24.4.1"), Dst: netip.MustParseAddr("172.24.4.10"), SrcPort: 99},
+		Proto:  ProtoICMP,
+		Orig:   Tuple{Src: netip.MustParseAddr("10.10.30.5"), Dst: netip.MustParseAddr("172.24.4.1"), SrcPort: 99, DstPort: 8 << 8},
+		Reply:  Tuple{Src: netip.MustParseAddr("172.24.4.1"), Dst: netip.MustParseAddr("172.24.4.10"), SrcPort: 99},
 		Status: StatusSrcNAT, Timeout: 29,
 	}
 	for _, m := range []Message{

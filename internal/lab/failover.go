@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/l3ha/l3ha/internal/linux"
 )
 
 // Faults `lab failover` can inject into the master.
@@ -70,7 +72,19 @@ type FailoverOptions struct {
 	Settle time.Duration
 	// PingInterval is ping's -i (default 10ms).
 	PingInterval time.Duration
+	// Flows runs the connections of FlowKinds through the router across
+	// the fault (see StartFlows) and reports which survived.
+	Flows bool
+	// TCPLoose, when not empty ("0" or "1"), is set as
+	// net.netfilter.nf_conntrack_tcp_loose in the router's namespace on
+	// every network node before the fault: 0 is a hardened host's strict
+	// mode, where a node that lacks a connection's entry drops it.
+	TCPLoose string
 }
+
+// flowSettle is the least settle time with Flows: TCP's retransmission
+// backoff may resume a stream a second or more after the takeover.
+const flowSettle = 5 * time.Second
 
 func (o *FailoverOptions) setDefaults() error {
 	if err := o.Options.setDefaults(); err != nil {
@@ -97,6 +111,14 @@ func (o *FailoverOptions) setDefaults() error {
 	}
 	if o.PingInterval == 0 {
 		o.PingInterval = 10 * time.Millisecond
+	}
+	if o.Flows && o.Settle < flowSettle {
+		o.Settle = flowSettle
+	}
+	switch o.TCPLoose {
+	case "", "0", "1":
+	default:
+		return fmt.Errorf("--tcp-loose %q: want 0 or 1", o.TCPLoose)
 	}
 	if o.PingInterval < 2*time.Millisecond {
 		return fmt.Errorf("ping interval %s: iputils' minimum is 2ms", o.PingInterval)
@@ -126,8 +148,8 @@ func Failover(ctx context.Context, o FailoverOptions) (res *Result, err error) {
 	}
 	switch {
 	case report.Up:
-		if (o.HADriver != "" && o.HADriver != st.HADriver) || (o.AdvertInt != "" && o.AdvertInt != st.AdvertInt) || o.Dataplane != st.Dataplane || (o.Keystone && st.Keystone == nil) {
-			o.sayf("note: lab %q is up already and keeps its settings (dataplane %s, ha driver %q, advert interval %q, keystone %v)", o.Name, st.Dataplane, st.HADriver, st.AdvertInt, st.Keystone != nil)
+		if (o.HADriver != "" && o.HADriver != st.HADriver) || (o.AdvertInt != "" && o.AdvertInt != st.AdvertInt) || o.Dataplane != st.Dataplane || (o.Keystone && st.Keystone == nil) || (o.ConntrackSync != "" && o.ConntrackSync != st.ConntrackSync) {
+			o.sayf("note: lab %q is up already and keeps its settings (dataplane %s, ha driver %q, advert interval %q, keystone %v, conntrack sync %q)", o.Name, st.Dataplane, st.HADriver, st.AdvertInt, st.Keystone != nil, st.ConntrackSync)
 		}
 	case len(report.Namespaces) == 0 && !anyRunning(st):
 		o.sayf("lab %q is not up: bringing it up", o.Name)
@@ -291,6 +313,28 @@ func (s *scenario) measure(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 
+	if o.TCPLoose != "" {
+		if err := s.setTCPLoose(o.TCPLoose); err != nil {
+			return nil, err
+		}
+		res.TCPLoose = o.TCPLoose
+	}
+	var flows *Flows
+	if o.Flows {
+		o.sayf("starting the connections %s", strings.Join(FlowKinds, ", "))
+		flows, err = StartFlows(ctx, FlowOptions{
+			InstanceNS: vm, UpstreamNS: up, InstanceIP: s.portIP, UpstreamIP: UpstreamIP, FloatingIP: s.floatingIP,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("starting the connections: %w", err)
+		}
+		defer func() {
+			if flows != nil {
+				flows.Stop(context.Background())
+			}
+		}()
+	}
+
 	o.sayf("injecting fault %s into %s", o.Fault, res.MasterBefore)
 	detail, t0, err := s.inject(res.MasterBefore)
 	if err != nil {
@@ -374,6 +418,10 @@ func (s *scenario) measure(ctx context.Context) (*Result, error) {
 		apiStop()
 	}
 	apiWG.Wait()
+	if flows != nil {
+		res.Flows = flows.Stop(ctx)
+		flows = nil
+	}
 	pinger.stop()
 	sum := pinger.log.Summary(o.PingInterval, inflightWindow(o.PingInterval))
 	res.PingsSent, res.PingsLost, res.PingsReceived = sum.Sent, sum.Lost, sum.Received
@@ -406,6 +454,21 @@ func (s *scenario) measure(ctx context.Context) (*Result, error) {
 		res.Notes = append(res.Notes, "the agent restart caused a transition")
 	}
 	return res, nil
+}
+
+// setTCPLoose sets nf_conntrack_tcp_loose in the router's namespace on
+// every network node that has it.
+func (s *scenario) setTCPLoose(v string) error {
+	for _, n := range Nodes {
+		ns := RouterNamespace(s.lab(), s.routerID, n.Name)
+		if !n.Network || !nsExists(ns) {
+			continue
+		}
+		if err := linux.SetSysctls(ns, map[string]string{"net.netfilter.nf_conntrack_tcp_loose": v}); err != nil {
+			return fmt.Errorf("nf_conntrack_tcp_loose in %s: %w", ns, err)
+		}
+	}
+	return nil
 }
 
 // inflightWindow is how long a request may still be on its way when ping is
@@ -490,10 +553,24 @@ func (s *scenario) setup(ctx context.Context) error {
 	}
 	s.subnetID = tsub.ID
 	var r apiRouter
-	if err := api.create(ctx, "routers", "router", map[string]any{
-		"name": "lab-router-" + s.runID, "ha": !s.legacy,
-		"external_gateway_info": map[string]any{"network_id": pub},
-	}, &r); err != nil {
+	// A node the previous run cut and restored may be alive in the API a
+	// moment before the scheduler counts it: wait for it, as an operator
+	// would, rather than fail.
+	var createErr error
+	if err := waitFor(ctx, 30*time.Second, "enough network agents to schedule an HA router", func() (bool, error) {
+		createErr = api.create(ctx, "routers", "router", map[string]any{
+			"name": "lab-router-" + s.runID, "ha": !s.legacy,
+			"external_gateway_info": map[string]any{"network_id": pub},
+		}, &r)
+		var ae *apiError
+		if errors.As(createErr, &ae) && ae.Status == http.StatusConflict && strings.Contains(ae.Body, "HANotEnoughAvailableAgents") {
+			return false, nil
+		}
+		return true, createErr
+	}); err != nil {
+		if errors.Is(err, ErrNotSettled) {
+			return errors.Join(err, createErr)
+		}
 		return err
 	}
 	s.routerID, s.gatewayIP = r.ID, r.gatewayIP()

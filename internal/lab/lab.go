@@ -60,6 +60,9 @@ type Options struct {
 	// HealthCheckInterval, when not empty, is passed to the network nodes'
 	// agents as --ha-vrrp-health-check-interval (seconds).
 	HealthCheckInterval string
+	// ConntrackSync, when not empty ("true" or "false"), is passed to the
+	// network nodes' agents as --ha-conntrack-sync.
+	ConntrackSync string
 	// AgentDownTime is the server's agent_down_time in seconds (default 10).
 	AgentDownTime int
 	// MinAgentsPerRouter is the server's min_l3_agents_per_router (0: 2).
@@ -106,6 +109,11 @@ func (o *Options) setDefaults() error {
 	}
 	if err := checkHADrivers(o.HADriver, o.AdvertInt); err != nil {
 		return err
+	}
+	switch o.ConntrackSync {
+	case "", "true", "false":
+	default:
+		return fmt.Errorf("--ha-conntrack-sync %q: want true or false", o.ConntrackSync)
 	}
 	if o.AgentDownTime == 0 {
 		o.AgentDownTime = DefaultAgentDownTime
@@ -218,7 +226,7 @@ func up(ctx context.Context, o *Options) (*State, error) {
 	}
 	st := &State{
 		Name: o.Name, Dir: o.Dir, Binary: o.Binary, CreatedAt: time.Now().UTC(),
-		Dataplane: o.Dataplane, HADriver: o.HADriver, AdvertInt: o.AdvertInt, HealthCheckInterval: o.HealthCheckInterval,
+		Dataplane: o.Dataplane, HADriver: o.HADriver, AdvertInt: o.AdvertInt, HealthCheckInterval: o.HealthCheckInterval, ConntrackSync: o.ConntrackSync,
 		AgentDownTime: o.AgentDownTime, ServerURL: serverURL(), Processes: []Process{},
 		MinAgentsPerRouter: o.MinAgentsPerRouter, HARoutersPerNetwork: o.HARoutersPerNetwork,
 	}
@@ -604,6 +612,14 @@ func agentArgv(st *State, n Node, caps agentCaps) ([]string, error) {
 	}
 	if st.HealthCheckInterval != "" && n.Network {
 		opt("ha-vrrp-health-check-interval", st.HealthCheckInterval, true)
+	}
+	if st.ConntrackSync != "" && n.Network {
+		// A boolean flag takes its value only as --flag=value.
+		if caps.flags["ha-conntrack-sync"] {
+			argv = append(argv, "--ha-conntrack-sync="+st.ConntrackSync)
+		} else {
+			missing = append(missing, "--ha-conntrack-sync")
+		}
 	}
 	for _, f := range []string{"host", "server", "server-ca", "agent-token-file", "state-dir", "local-ip", "dataplane", "agent-mode"} {
 		if !caps.flags[f] {

@@ -59,10 +59,16 @@ type Result struct {
 	// HistoryAfter is the router's newest HA transitions at the end, with
 	// their reasons (oldest first).
 	HistoryAfter []Transition `json:"history_after,omitempty"`
-	Dataplane    string       `json:"dataplane"`
-	HADriver     string       `json:"ha_driver,omitempty"`
-	AdvertInt    string       `json:"ha_vrrp_advert_int,omitempty"`
-	Notes        []string     `json:"notes,omitempty"`
+	// TCPLoose is the routers' nf_conntrack_tcp_loose the run set ("": the
+	// kernel's, 1).
+	TCPLoose string `json:"tcp_loose,omitempty"`
+	// Flows are the connections run across the fault (--flows), in the
+	// order of FlowKinds.
+	Flows     []FlowResult `json:"flows,omitempty"`
+	Dataplane string       `json:"dataplane"`
+	HADriver  string       `json:"ha_driver,omitempty"`
+	AdvertInt string       `json:"ha_vrrp_advert_int,omitempty"`
+	Notes     []string     `json:"notes,omitempty"`
 }
 
 // AgentHAState is one agent hosting the router, as the API shows it.
@@ -110,6 +116,19 @@ func (r *Result) WriteTable(w io.Writer) error {
 	row("gateway holder changes", "%d", r.KernelChanges)
 	row("floating IP", "%s (reachable from upstream before the fault: %v)", r.FloatingIP, r.FloatingIPReachable)
 	tw.Flush()
+	if len(r.Flows) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		loose := r.TCPLoose
+		if loose == "" {
+			loose = "kernel default"
+		}
+		fmt.Fprintf(tw, "CONNECTION (tcp_loose %s)\tSURVIVED\tRESET\tMESSAGES\tLOST\tLONGEST GAP\tDETAIL\n", loose)
+		for _, f := range r.Flows {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%.3f s\t%s\n", f.Kind, mark(f.Survived), mark(f.Reset), f.Messages, f.Lost, f.LongestGapSeconds, f.Detail)
+		}
+		tw.Flush()
+	}
 	if len(r.HistoryAfter) > 0 {
 		fmt.Fprintln(w)
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

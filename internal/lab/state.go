@@ -31,7 +31,9 @@ type State struct {
 	AdvertInt string            `json:"ha_vrrp_advert_int,omitempty"`
 	// HealthCheckInterval is the network nodes' --ha-vrrp-health-check-interval.
 	HealthCheckInterval string `json:"ha_vrrp_health_check_interval,omitempty"`
-	AgentDownTime       int    `json:"agent_down_time"`
+	// ConntrackSync is the network nodes' --ha-conntrack-sync ("": the agent's default).
+	ConntrackSync string `json:"ha_conntrack_sync,omitempty"`
+	AgentDownTime int    `json:"agent_down_time"`
 	// MinAgentsPerRouter is the server's min_l3_agents_per_router (0: 2).
 	MinAgentsPerRouter int `json:"min_l3_agents_per_router,omitempty"`
 	// HARoutersPerNetwork is the server's l3_ha_routers_per_network (0: its
