@@ -2,7 +2,6 @@ package lab
 
 import (
 	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 )
@@ -24,16 +23,7 @@ const gapSlack = 100 * time.Millisecond
 // tests show that side.
 func TestConnectionsSurviveFailoverWithConntrackSync(t *testing.T) {
 	needE2E(t)
-	name := "c" + randomHex(3)
-	dir := filepath.Join(t.TempDir(), "lab")
-	t.Cleanup(func() {
-		if out, err := labCmd(t, name, dir, "down"); err != nil {
-			t.Errorf("cleanup: lab down: %v\n%s", err, out)
-		}
-		if left := labLeftovers(name, nil); len(left) > 0 {
-			t.Errorf("after lab down: %v", left)
-		}
-	})
+	name, dir := throwawayLab(t, "c")
 	mustLab(t, name, dir, "up", "--ha-driver", "native")
 	for _, loose := range []string{"1", "0"} {
 		for _, fault := range []string{FaultHALink, FaultAgentStop, FaultSwitchover, FaultNode} {

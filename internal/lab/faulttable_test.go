@@ -23,16 +23,7 @@ import (
 // back to the first node, losing pings only during the failover.
 func TestLabFailoverNodeFaultTwiceInARow(t *testing.T) {
 	needE2E(t)
-	name := "f" + randomHex(3)
-	dir := filepath.Join(t.TempDir(), "lab")
-	t.Cleanup(func() {
-		if out, err := labCmd(t, name, dir, "down"); err != nil {
-			t.Errorf("cleanup: lab down: %v\n%s", err, out)
-		}
-		if left := labLeftovers(name, nil); len(left) > 0 {
-			t.Errorf("after lab down: %v", left)
-		}
-	})
+	name, dir := throwawayLab(t, "f")
 	mustLab(t, name, dir, "up")
 	var prev *Result
 	for i := range 2 {
@@ -395,4 +386,22 @@ func TestAgentStateDirNotWritable(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// throwawayLab names a lab of the test's own (prefix and random hex) with
+// its directory in t's temporary directory, and takes it down when t ends,
+// failing t if anything of it is left.
+func throwawayLab(t *testing.T, prefix string) (name, dir string) {
+	t.Helper()
+	name = prefix + randomHex(3)
+	dir = filepath.Join(t.TempDir(), "lab")
+	t.Cleanup(func() {
+		if out, err := labCmd(t, name, dir, "down"); err != nil {
+			t.Errorf("cleanup: lab down: %v\n%s", err, out)
+		}
+		if left := labLeftovers(name, nil); len(left) > 0 {
+			t.Errorf("after lab down: %v", left)
+		}
+	})
+	return name, dir
 }
