@@ -26,7 +26,7 @@ func init() {
 }
 
 func (a *API) agentView(ag *store.Agent, now time.Time) map[string]any {
-	return agentViewAt(ag, ha.Alive(ag, now, a.ha.Config().AgentDownTime))
+	return agentViewAt(ag, a.ha.Alive(ag, now))
 }
 
 func agentViewAt(ag *store.Agent, alive bool) map[string]any {
@@ -182,7 +182,7 @@ func (a *API) routerL3Agents(ctx context.Context, id Identity, routerID string) 
 			hosted = append(hosted, ha.HostedBy{Agent: ag, Binding: b})
 		}
 		sort.Slice(hosted, func(i, j int) bool { return hosted[i].Agent.Host < hosted[j].Agent.Host })
-		states := ha.ViewStates(hosted, tx.Now, a.ha.Config().AgentDownTime)
+		states := ha.ViewStates(hosted, func(ag *store.Agent) bool { return a.ha.Alive(ag, tx.Now) })
 		for i, h := range hosted {
 			v := a.agentView(h.Agent, tx.Now)
 			if r.HA {

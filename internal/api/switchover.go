@@ -7,7 +7,6 @@ import (
 	"slices"
 
 	"github.com/l3ha/l3ha/internal/agentapi"
-	"github.com/l3ha/l3ha/internal/ha"
 	"github.com/l3ha/l3ha/internal/store"
 )
 
@@ -51,7 +50,7 @@ func (a *API) routerSwitchover(ctx context.Context, id Identity, routerID string
 		switch {
 		case i < 0:
 			return errf(http.StatusConflict, "RouterNotHostedByL3Agent", "The router %s is not hosted by L3 agent %s.", r.ID, ag.ID)
-		case !ha.Alive(ag, tx.Now, a.ha.Config().AgentDownTime):
+		case !a.ha.Alive(ag, tx.Now):
 			return errf(http.StatusConflict, "L3AgentDead", "L3 agent %s (host %s) is dead: it cannot become the master of router %s.", ag.ID, ag.Host, r.ID)
 		case !ag.AdminStateUp:
 			return errf(http.StatusConflict, "L3AgentDisabled", "L3 agent %s (host %s) is administratively down: it cannot become the master of router %s.", ag.ID, ag.Host, r.ID)

@@ -51,6 +51,10 @@ type Options struct {
 	// AgentDownTime is agent_down_time: an agent silent for this long is
 	// dead, and its claim to be master is not shown (as in the API).
 	AgentDownTime time.Duration
+	// Alive judges an agent alive at a transaction's time, as the API
+	// does (the server's ha.Manager.Alive); nil: by its heartbeat's age on
+	// the wall clock against AgentDownTime.
+	Alive func(a *store.Agent, now time.Time) bool
 	// BenchPlot is the server's dashboard_bench_plot: the file served as
 	// /dashboard/bench.svg (bench/failover.svg of a benchmark run); ""
 	// for none. It is read at each request, so that a new run shows

@@ -157,14 +157,19 @@ func (h *handler) snapshot(ctx context.Context) (*State, error) {
 // assemble fills st from the rows of one transaction at now.
 func (h *handler) assemble(st *State, now time.Time, agents []*store.Agent, routers []*store.Router,
 	bindings []store.Binding, last map[string]store.HATransition, recent []store.HATransition) {
-	down := h.opts.AgentDownTime
+	alive := func(a *store.Agent) bool {
+		if h.opts.Alive != nil {
+			return h.opts.Alive(a, now)
+		}
+		return ha.Alive(a, now, h.opts.AgentDownTime)
+	}
 	byID := make(map[string]*store.Agent, len(agents))
 	index := make(map[string]int, len(agents)) // agent id → position in st.Agents
 	for _, a := range agents {
 		byID[a.ID] = a
 		index[a.ID] = len(st.Agents)
 		st.Agents = append(st.Agents, Agent{
-			ID: a.ID, Host: a.Host, AgentType: a.AgentType, Alive: ha.Alive(a, now, down),
+			ID: a.ID, Host: a.Host, AgentType: a.AgentType, Alive: alive(a),
 			AdminStateUp: a.AdminStateUp, HeartbeatAt: Time(a.HeartbeatAt),
 		})
 	}
@@ -182,11 +187,11 @@ func (h *handler) assemble(st *State, now time.Time, agents []*store.Agent, rout
 		names[r.ID] = r.Name
 		hs := hosted[r.ID]
 		sort.Slice(hs, func(i, j int) bool { return hs[i].Agent.Host < hs[j].Agent.Host })
-		states := ha.ViewStates(hs, now, down)
+		states := ha.ViewStates(hs, alive)
 		v := Router{ID: r.ID, Name: r.Name, ProjectID: r.ProjectID, AdminStateUp: r.AdminStateUp, Status: r.Status, Bindings: make([]Binding, 0, len(hs))}
 		var masters []string
 		for i, hb := range hs {
-			b := Binding{AgentID: hb.Agent.ID, Host: hb.Agent.Host, HAState: states[i], Alive: ha.Alive(hb.Agent, now, down)}
+			b := Binding{AgentID: hb.Agent.ID, Host: hb.Agent.Host, HAState: states[i], Alive: alive(hb.Agent)}
 			if !hb.Binding.HAStateAt.IsZero() {
 				at := Time(hb.Binding.HAStateAt)
 				b.ReportedAt = &at

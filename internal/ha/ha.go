@@ -74,8 +74,9 @@ func (e *ErrNotEnoughAgents) Error() string {
 
 // Manager applies HA semantics inside store transactions.
 type Manager struct {
-	cfg Config
-	log *slog.Logger
+	cfg  Config
+	log  *slog.Logger
+	live liveness
 }
 
 // NewManager returns a Manager for cfg.
@@ -141,7 +142,8 @@ func FewestMastersFirst(cands []Candidate, masters map[string]int) []Candidate {
 	return append(out, cands[best+1:]...)
 }
 
-// Alive reports whether an agent's last heartbeat is recent enough.
+// Alive reports whether an agent's last heartbeat is recent enough by the
+// wall clock (Manager.Alive also survives steps of the clock).
 func Alive(a *store.Agent, now time.Time, downTime time.Duration) bool {
 	return now.Sub(a.HeartbeatAt) < downTime
 }
@@ -156,11 +158,11 @@ type HostedBy struct {
 // router: what the agent reported, except that an agent that is dead or
 // administratively down is never shown active (LP#1682145), and when every
 // hosting agent is dead the state is unknown.
-func ViewStates(bs []HostedBy, now time.Time, downTime time.Duration) []string {
+func ViewStates(bs []HostedBy, alive func(*store.Agent) bool) []string {
 	out := make([]string, len(bs))
 	anyAlive := false
 	for _, b := range bs {
-		if Alive(b.Agent, now, downTime) {
+		if alive(b.Agent) {
 			anyAlive = true
 		}
 	}
@@ -168,7 +170,7 @@ func ViewStates(bs []HostedBy, now time.Time, downTime time.Duration) []string {
 		switch {
 		case !anyAlive:
 			out[i] = agentapi.HAUnknown
-		case b.Binding.HAState == agentapi.HAActive && (!Alive(b.Agent, now, downTime) || !b.Agent.AdminStateUp):
+		case b.Binding.HAState == agentapi.HAActive && (!alive(b.Agent) || !b.Agent.AdminStateUp):
 			out[i] = agentapi.HAStandby
 		case b.Binding.HAState == "":
 			out[i] = agentapi.HAStandby
@@ -192,7 +194,7 @@ func (m *Manager) eligible(tx *store.Tx) ([]*store.Agent, error) {
 		if mode == "" {
 			mode = agentapi.ModeLegacy
 		}
-		if a.AdminStateUp && Alive(a, tx.Now, m.cfg.AgentDownTime) && (mode == agentapi.ModeLegacy || mode == agentapi.ModeDVRSNAT) {
+		if a.AdminStateUp && m.Alive(a, tx.Now) && (mode == agentapi.ModeLegacy || mode == agentapi.ModeDVRSNAT) {
 			out = append(out, a)
 		}
 	}
@@ -529,7 +531,7 @@ func (m *Manager) PortHost(tx *store.Tx, r *store.Router) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		if Alive(a, tx.Now, m.cfg.AgentDownTime) {
+		if m.Alive(a, tx.Now) {
 			return a.Host, nil
 		}
 		if host == "" {

@@ -94,7 +94,7 @@ func TestViewStatesNeverBelievesDeadOrDisabledActive(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := ViewStates(tt.in, now, down)
+			got := ViewStates(tt.in, func(a *store.Agent) bool { return Alive(a, now, down) })
 			for i := range got {
 				if got[i] != tt.want[i] {
 					t.Fatalf("got %v, want %v", got, tt.want)
@@ -125,5 +125,33 @@ func TestFewestMastersFirst(t *testing.T) {
 	}
 	if c[0].AgentID != "a" || c[1].AgentID != "b" {
 		t.Errorf("input changed: %v", c)
+	}
+}
+
+// TestAliveSurvivesStepsOfTheWallClock: an agent whose last heartbeat this
+// server stored is judged by the heartbeat's age on the monotonic clock, so
+// a wall clock set an hour forward shows it alive and one set an hour back
+// shows it dead once it really is; a heartbeat another server stored is
+// judged by the wall clock.
+func TestAliveSurvivesStepsOfTheWallClock(t *testing.T) {
+	down := 10 * time.Second
+	m := NewManager(Config{AgentDownTime: down}, nil)
+	stored := time.Now().UTC()
+	a := &store.Agent{ID: "a1", HeartbeatAt: stored.Truncate(time.Microsecond)}
+	m.Heard(a.ID, stored)
+	if !m.Alive(a, stored.Add(time.Hour)) {
+		t.Error("a fresh heartbeat, the clock an hour ahead: dead")
+	}
+	// A dead agent under a clock set back: only the monotonic memory knows.
+	m.live.heard[a.ID] = heard{stored: stored, at: time.Now().Add(-time.Minute)}
+	if m.Alive(a, stored.Add(-time.Hour)) {
+		t.Error("a heartbeat a minute old, the clock an hour back: alive")
+	}
+	other := &store.Agent{ID: "a1", HeartbeatAt: stored.Add(3 * time.Second).Truncate(time.Microsecond)}
+	if !m.Alive(other, stored.Add(5*time.Second)) {
+		t.Error("a newer heartbeat another server stored: not judged by the wall clock")
+	}
+	if m.Alive(&store.Agent{ID: "never-heard", HeartbeatAt: stored}, stored.Add(time.Minute)) {
+		t.Error("an agent this server never heard, a minute silent: alive")
 	}
 }

@@ -118,6 +118,12 @@
 //	agent-restart  the master node's agent gets SIGUSR2 (exit for a restart)
 //	            and is started again with the same command line; expected:
 //	            no transition, no lost ping (watched for --timeout, 10 s)
+//	clock-jump  the machine's wall clock (every node's) set back 1 h, and
+//	            forward to the true time again halfway through the watch
+//	            (--timeout, 10 s); expected: no transition, no lost ping, no
+//	            burst of agent CPU. A watchdog process restores the clock if
+//	            the lab dies first; the clock is never set ahead of the true
+//	            time. It moves the clock of everything on the machine.
 //	switchover  no fault: an operator's switchover to the other node through
 //	            the API (POST /v2.0/routers/{id}/switchover); expected: at
 //	            most 2 lost pings, the new master stays

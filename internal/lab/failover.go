@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -40,13 +41,18 @@ const (
 	// other node (POST /v2.0/routers/{id}/switchover): it must lose at most
 	// 2 pings, and the new master stays.
 	FaultSwitchover = "switchover"
+	// FaultClockJump sets the machine's wall clock (every node's) back by
+	// ClockJump and, halfway through the watch, forward to the true time
+	// again: both jumps must cause no transition, no lost ping and no
+	// burst of work in the agents.
+	FaultClockJump = "clock-jump"
 )
 
 // Faults lists the faults that move mastership.
 var Faults = []string{FaultHALink, FaultNode, FaultAgentStop, FaultSwitchover}
 
 // NoFailoverFaults lists the faults after which the master must stay.
-var NoFailoverFaults = []string{FaultAgentRestart}
+var NoFailoverFaults = []string{FaultAgentRestart, FaultClockJump}
 
 // AllFaults lists every valid --fault value.
 func AllFaults() []string { return append(append([]string{}, Faults...), NoFailoverFaults...) }
@@ -102,7 +108,7 @@ func (o *FailoverOptions) setDefaults() error {
 	}
 	if o.Timeout == 0 {
 		o.Timeout = 30 * time.Second
-		if o.Fault == FaultAgentRestart {
+		if o.Fault == FaultAgentRestart || o.Fault == FaultClockJump {
 			o.Timeout = DefaultRestartWatch
 		}
 	}
@@ -210,6 +216,8 @@ type scenario struct {
 	o   *FailoverOptions
 	st  *State
 	api *apiClient
+	// clock is the clock-jump fault's, to restore.
+	clock *clockJump
 
 	// legacy makes setup create a legacy router (ha false) instead of an
 	// HA one.
@@ -298,7 +306,9 @@ func (s *scenario) measure(ctx context.Context) (*Result, error) {
 	res.APIMasterBefore = strings.Join(apiActive, ",")
 	o.sayf("master: %s", res.MasterBefore)
 
-	pinger, err := startPinger(vm, UpstreamIP, o.PingInterval, logPath(o.Dir, "ping-"+s.runID))
+	// ping -D stamps its lines with the wall clock, which a clock jump
+	// moves: the lines' arrival (monotonic) times stand in.
+	pinger, err := startPinger(vm, UpstreamIP, o.PingInterval, logPath(o.Dir, "ping-"+s.runID), o.Fault == FaultClockJump)
 	if err != nil {
 		return nil, err
 	}
@@ -335,8 +345,25 @@ func (s *scenario) measure(ctx context.Context) (*Result, error) {
 		}()
 	}
 
+	var cpuBefore map[string]float64
+	if o.Fault == FaultClockJump {
+		// The agents' work over a quiet window as long as the watch, to
+		// compare the watch with.
+		cpuBefore = s.agentsCPU()
+		o.sayf("measuring the agents' CPU over %s before the fault", o.Timeout)
+		select {
+		case <-time.After(o.Timeout):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		res.AgentsCPUSecondsBefore = sumCPU(cpuBefore, s.agentsCPU())
+		cpuBefore = s.agentsCPU()
+	}
 	o.sayf("injecting fault %s into %s", o.Fault, res.MasterBefore)
 	detail, t0, err := s.inject(res.MasterBefore)
+	if s.clock != nil {
+		defer s.clock.restore()
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -347,6 +374,8 @@ func (s *scenario) measure(ctx context.Context) (*Result, error) {
 	// When the cut node is the controller, the server is cut off from the
 	// other agents and cannot learn it: that wait ends with the settle time.
 	apiBlind := o.Fault == FaultNode && res.MasterBefore == controllerNode().Name
+	restart := o.Fault == FaultAgentRestart || o.Fault == FaultClockJump
+	var apiChanges atomic.Int64
 	apiCtx, apiStop := context.WithCancel(ctx)
 	defer apiStop()
 	var apiWG sync.WaitGroup
@@ -357,6 +386,11 @@ func (s *scenario) measure(ctx context.Context) (*Result, error) {
 			agents, err := s.api.routerAgents(actx, s.routerID)
 			cancel()
 			if err == nil {
+				if restart {
+					if hs := activeHosts(agents); len(hs) != 1 || hs[0] != res.MasterBefore {
+						apiChanges.Add(1)
+					}
+				}
 				for _, h := range activeHosts(agents) {
 					if h != res.MasterBefore {
 						d := seconds(time.Since(t0))
@@ -372,7 +406,6 @@ func (s *scenario) measure(ctx context.Context) (*Result, error) {
 
 	// The kernel's view: when does another node hold the gateway address?
 	// Every change of the set of holders is counted until the end.
-	restart := o.Fault == FaultAgentRestart
 	lastHolders := res.MasterBefore
 	observe := func() []string {
 		h := watch.holders()
@@ -418,6 +451,13 @@ func (s *scenario) measure(ctx context.Context) (*Result, error) {
 		apiStop()
 	}
 	apiWG.Wait()
+	res.APIStateChanges = int(apiChanges.Load())
+	if s.clock != nil {
+		if err := s.clock.restore(); err != nil {
+			return nil, fmt.Errorf("restoring the clock: %w", err)
+		}
+		res.AgentsCPUSecondsDuring = sumCPU(cpuBefore, s.agentsCPU())
+	}
 	if flows != nil {
 		res.Flows = flows.Stop(ctx)
 		flows = nil
@@ -451,9 +491,34 @@ func (s *scenario) measure(ctx context.Context) (*Result, error) {
 		res.Notes = append(res.Notes, "the cut node is the controller: the server is cut off too, so the API cannot learn the new master")
 	}
 	if restart && (res.KernelChanges > 0 || res.APIFailoverSeconds != nil) {
-		res.Notes = append(res.Notes, "the agent restart caused a transition")
+		res.Notes = append(res.Notes, "the "+o.Fault+" caused a transition")
 	}
 	return res, nil
+}
+
+// agentsCPU is the CPU time each network node's agent has used so far.
+func (s *scenario) agentsCPU() map[string]float64 {
+	out := map[string]float64{}
+	for _, n := range Nodes {
+		if p, ok := s.st.process("agent-" + n.Name); ok && n.Network {
+			if c, err := cpuSeconds(p.PID); err == nil {
+				out[n.Name] = c
+			}
+		}
+	}
+	return out
+}
+
+// sumCPU is the CPU time the agents used between two agentsCPU readings
+// (agents in both).
+func sumCPU(before, after map[string]float64) float64 {
+	var sum float64
+	for n, a := range after {
+		if b, ok := before[n]; ok {
+			sum += a - b
+		}
+	}
+	return sum
 }
 
 // setTCPLoose sets nf_conntrack_tcp_loose in the router's namespace on
@@ -764,6 +829,16 @@ func (s *scenario) inject(master string) (string, time.Time, error) {
 			}
 		}
 		return "", time.Time{}, fmt.Errorf("router %s has no agent besides %s", s.routerID, master)
+	case FaultClockJump:
+		t0 := time.Now() // before the jump: FaultAt is the true time
+		c, err := jumpClockBack(s.o.Dir, ClockJump)
+		if err != nil {
+			return "", t0, err
+		}
+		s.clock = c
+		half := s.o.Timeout / 2
+		time.AfterFunc(half, func() { _ = c.restore() })
+		return fmt.Sprintf("wall clock set back %s, forward to the true time again after %s", ClockJump, half), t0, nil
 	case FaultAgentRestart:
 		p, ok := s.st.process("agent-" + master)
 		if !ok {
@@ -884,11 +959,12 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-func startPinger(ns, target string, interval time.Duration, rawLog string) (*pinger, error) {
+func startPinger(ns, target string, interval time.Duration, rawLog string, arrivalTimes bool) (*pinger, error) {
 	iv := strconv.FormatFloat(interval.Seconds(), 'f', -1, 64)
 	cmd := exec.Command("ping", "-n", "-D", "-O", "-i", iv, target)
 	cmd.Env = childEnv()
 	p := &pinger{cmd: cmd, log: NewPingLog(), done: make(chan struct{}), errBuf: &syncBuffer{}}
+	p.log.arrivalTimes = arrivalTimes
 	cmd.Stderr = p.errBuf
 	out, err := cmd.StdoutPipe()
 	if err != nil {

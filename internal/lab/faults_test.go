@@ -23,11 +23,12 @@ func TestFailoverOptionsAgentRestart(t *testing.T) {
 		t.Errorf("node fault: timeout %s (%v), want 30s", o.Timeout, err)
 	}
 	// Faults are the faults that move mastership (the end-to-end test
-	// expects a failover from each); AllFaults adds the restart.
-	if slices.Contains(Faults, FaultAgentRestart) {
-		t.Errorf("Faults = %v: agent-restart moves no master", Faults)
+	// expects a failover from each); AllFaults adds the restart and the
+	// clock jump.
+	if slices.Contains(Faults, FaultAgentRestart) || slices.Contains(Faults, FaultClockJump) {
+		t.Errorf("Faults = %v: agent-restart and clock-jump move no master", Faults)
 	}
-	if all := AllFaults(); !slices.Equal(all, []string{FaultHALink, FaultNode, FaultAgentStop, FaultSwitchover, FaultAgentRestart}) {
+	if all := AllFaults(); !slices.Equal(all, []string{FaultHALink, FaultNode, FaultAgentStop, FaultSwitchover, FaultAgentRestart, FaultClockJump}) {
 		t.Errorf("AllFaults() = %v", all)
 	}
 	all := AllFaults()

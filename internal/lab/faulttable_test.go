@@ -405,3 +405,37 @@ func throwawayLab(t *testing.T, prefix string) (name, dir string) {
 	})
 	return name, dir
 }
+
+// TestClockJumpsCauseNoTransition: the machine's wall clock — every node's,
+// the server's too — is set back an hour and, 5 s later, forward an hour to
+// the true time again, under a master with pings running. Neither jump may
+// cause a transition (the kernel's gateway holder and the API's active
+// agent stay), lose a ping, or make the agents busy (no timer storm: their
+// CPU over the 10 s watch is within that of a quiet 10 s before, plus 0.5 s).
+func TestClockJumpsCauseNoTransition(t *testing.T) {
+	needE2E(t)
+	for _, driver := range []string{"native", "keepalived"} {
+		t.Run(driver, func(t *testing.T) {
+			name, dir := throwawayLab(t, "j")
+			mustLab(t, name, dir, "up", "--ha-driver", driver)
+			r := runLabFailoverIn(t, name, dir, "--fault", FaultClockJump)
+			t.Logf("%s: %d of %d pings lost, longest gap %.3f s, gateway holder changes %d, API polls not showing the master %d, agents' CPU %.2f s (quiet before: %.2f s); notes %q",
+				r.FaultDetail, r.PingsLost, r.PingsSent, r.LongestGapSeconds, r.KernelChanges, r.APIStateChanges, r.AgentsCPUSecondsDuring, r.AgentsCPUSecondsBefore, r.Notes)
+			if now := time.Now(); now.Sub(r.FaultAt).Abs() > 5*time.Minute {
+				t.Fatalf("the clock is %s off the fault's time after the run: not restored", now.Sub(r.FaultAt))
+			}
+			if r.KernelChanges != 0 || r.FailoverSeconds != nil || r.MasterAfter != r.MasterBefore {
+				t.Errorf("the master moved: %s → %s, %d gateway holder changes", r.MasterBefore, r.MasterAfter, r.KernelChanges)
+			}
+			if r.APIStateChanges != 0 || r.APIFailoverSeconds != nil {
+				t.Errorf("the API did not show %s active in %d polls", r.MasterBefore, r.APIStateChanges)
+			}
+			if r.PingsLost != 0 || !r.PingsResumed {
+				t.Errorf("%d pings lost (resumed %v)", r.PingsLost, r.PingsResumed)
+			}
+			if r.AgentsCPUSecondsDuring > r.AgentsCPUSecondsBefore+0.5 {
+				t.Errorf("agents used %.2f s of CPU over the watch, %.2f s before: a timer storm", r.AgentsCPUSecondsDuring, r.AgentsCPUSecondsBefore)
+			}
+		})
+	}
+}

@@ -30,6 +30,9 @@ type PingLog struct {
 	lastRaw     int
 	offset      int
 	seenAny     bool
+	// arrivalTimes: ignore -D stamps (the wall clock, which a clock jump
+	// moves) and use the lines' arrival times.
+	arrivalTimes bool
 }
 
 var (
@@ -47,7 +50,7 @@ func (p *PingLog) Line(line string, arrived time.Time) {
 	line = strings.TrimSpace(line)
 	ts := arrived
 	if m := pingStamp.FindStringSubmatch(line); m != nil {
-		if t, ok := parseStamp(m[1]); ok {
+		if t, ok := parseStamp(m[1]); ok && !p.arrivalTimes {
 			ts = t
 		}
 		line = line[len(m[0]):]

@@ -64,11 +64,20 @@ type Result struct {
 	TCPLoose string `json:"tcp_loose,omitempty"`
 	// Flows are the connections run across the fault (--flows), in the
 	// order of FlowKinds.
-	Flows     []FlowResult `json:"flows,omitempty"`
-	Dataplane string       `json:"dataplane"`
-	HADriver  string       `json:"ha_driver,omitempty"`
-	AdvertInt string       `json:"ha_vrrp_advert_int,omitempty"`
-	Notes     []string     `json:"notes,omitempty"`
+	Flows []FlowResult `json:"flows,omitempty"`
+	// APIStateChanges counts, with the faults that must move nothing, the
+	// API polls (every 100 ms) that did not show exactly the old master
+	// active.
+	APIStateChanges int `json:"api_state_changes"`
+	// AgentsCPUSecondsBefore and During (clock-jump): the CPU time the
+	// network nodes' agents used over a quiet window before the fault and
+	// over the watch after it, of the same length.
+	AgentsCPUSecondsBefore float64  `json:"agents_cpu_seconds_before,omitempty"`
+	AgentsCPUSecondsDuring float64  `json:"agents_cpu_seconds_during,omitempty"`
+	Dataplane              string   `json:"dataplane"`
+	HADriver               string   `json:"ha_driver,omitempty"`
+	AdvertInt              string   `json:"ha_vrrp_advert_int,omitempty"`
+	Notes                  []string `json:"notes,omitempty"`
 }
 
 // AgentHAState is one agent hosting the router, as the API shows it.
@@ -114,6 +123,12 @@ func (r *Result) WriteTable(w io.Writer) error {
 	row("pings lost", "%d", r.PingsLost)
 	row("longest gap", "%.3f s", r.LongestGapSeconds)
 	row("gateway holder changes", "%d", r.KernelChanges)
+	if r.Fault == FaultAgentRestart || r.Fault == FaultClockJump {
+		row("API polls not showing the master", "%d", r.APIStateChanges)
+	}
+	if r.Fault == FaultClockJump {
+		row("agents' CPU", "%.2f s over the watch, %.2f s over as long before the fault", r.AgentsCPUSecondsDuring, r.AgentsCPUSecondsBefore)
+	}
 	row("floating IP", "%s (reachable from upstream before the fault: %v)", r.FloatingIP, r.FloatingIPReachable)
 	tw.Flush()
 	if len(r.Flows) > 0 {

@@ -15,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/l3ha/l3ha/internal/agentapi"
-	"github.com/l3ha/l3ha/internal/ha"
 	"github.com/l3ha/l3ha/internal/store"
 )
 
@@ -147,6 +146,7 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) error {
 	down := s.cfg.HA.AgentDownTime
 	ctx := r.Context()
 	var agentID string
+	var stored time.Time // the heartbeat time written, for s.ha.Heard
 	quiet := false
 	err := s.db.Read(ctx, func(tx *store.Tx) error {
 		a, err := s.agentByHost(tx, hb.Host)
@@ -154,7 +154,7 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		agentID = a.ID
-		quiet = ha.Alive(a, tx.Now, down) && a.StartedAt.Equal(hb.StartedAt.UTC().Truncate(time.Microsecond)) && sameConfig(a.Configurations, hb.Configurations)
+		quiet = s.ha.Alive(a, tx.Now) && a.StartedAt.Equal(hb.StartedAt.UTC().Truncate(time.Microsecond)) && sameConfig(a.Configurations, hb.Configurations)
 		return nil
 	})
 	if err != nil {
@@ -166,7 +166,7 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) error {
 			if err != nil {
 				return err
 			}
-			a.HeartbeatAt = tx.Now
+			a.HeartbeatAt, stored = tx.Now, tx.Now
 			return tx.UpdateAgent(a)
 		})
 	} else {
@@ -181,13 +181,14 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) error {
 					ID: uuid.NewString(), AgentType: hb.AgentType, Host: hb.Host, AvailabilityZone: agentapi.DefaultAZ,
 					AdminStateUp: true, CreatedAt: tx.Now,
 				}
-			} else if !ha.Alive(a, tx.Now, down) {
+			} else if !s.ha.Alive(a, tx.Now) {
 				event = "agent revived"
 			} else {
 				event = "agent restarted or reconfigured"
 			}
 			a.Binary, a.Topic, a.Configurations = hb.Binary, hb.Topic, hb.Configurations
 			a.HeartbeatAt, a.StartedAt = tx.Now, hb.StartedAt.UTC()
+			stored = tx.Now
 			if isNew {
 				if err := tx.InsertAgent(a); err != nil {
 					return err
@@ -209,6 +210,7 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	s.ha.Heard(agentID, stored)
 	writeJSONBody(w, http.StatusOK, agentapi.HeartbeatReply{
 		AgentID: agentID, IntervalSeconds: down.Seconds() / 3, AgentDownTimeSeconds: down.Seconds(),
 	})

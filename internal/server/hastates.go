@@ -168,7 +168,7 @@ func (s *Server) recordHAStates(tx *store.Tx, rep *agentapi.HAStateReport, trans
 		if err != nil {
 			return false, err
 		}
-		return b.HAStateFreshUntil.After(now) && ha.Alive(o, now, s.cfg.HA.AgentDownTime), nil
+		return b.HAStateFreshUntil.After(now) && s.ha.Alive(o, now), nil
 	}
 
 	if !locked {
@@ -418,7 +418,7 @@ func (s *Server) successorHost(tx *store.Tx, cache map[string]*store.Agent, othe
 		if err != nil {
 			return "", err
 		}
-		alive := ha.Alive(a, now, s.cfg.HA.AgentDownTime)
+		alive := s.ha.Alive(a, now)
 		if best == nil || (alive && !bestAlive) || (alive == bestAlive && o.HAStateAt.After(bestAt)) {
 			best, bestAt, bestAlive = a, o.HAStateAt, alive
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/l3ha/l3ha/internal/ha"
 	"github.com/l3ha/l3ha/internal/store"
 )
 
@@ -38,7 +37,7 @@ func (s *Server) monitorAgents(ctx context.Context) {
 			continue
 		}
 		for _, a := range agents {
-			now := ha.Alive(a, now, down)
+			now := s.ha.Alive(a, now)
 			if was, known := alive[a.ID]; known && was != now {
 				if now {
 					s.log.Info("agent is alive again", "host", a.Host, "agent_id", a.ID)

@@ -345,7 +345,7 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Server, error) {
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	// The dashboard authenticates with the API's Authenticator, so that it
 	// takes exactly the API's credentials.
-	dash, err := dashboard.New(db, cfg.Auth, dashboard.Options{AgentDownTime: cfg.HA.AgentDownTime, BenchPlot: cfg.DashboardBenchPlot}, log.With("component", "dashboard"))
+	dash, err := dashboard.New(db, cfg.Auth, dashboard.Options{AgentDownTime: cfg.HA.AgentDownTime, Alive: m.Alive, BenchPlot: cfg.DashboardBenchPlot}, log.With("component", "dashboard"))
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("building the dashboard: %w", err)
