@@ -201,7 +201,14 @@ master node cut from the fabric and the external network, its agent killed),
 agent-stop (the master node's agent stopped with SIGTERM), agent-restart (the
 master node's agent told to exit for a restart with SIGUSR2 and started again
 with the same arguments: there must be no transition and no lost ping; the
-run watches for a transition for --timeout, default 10s).
+run watches for a transition for --timeout, default 10s), switchover (an
+operator's switchover to the other node through the API), clock-jump (the
+machine's wall clock, every node's, set back 1 h and halfway through the
+watch forward to the true time again: no transition, no lost ping; a watchdog
+process restores the clock if the lab dies first).
+
+--flows also runs TCP, UDP and idle connections across the fault and reports
+which survived; --tcp-loose 0 makes the router namespaces' conntrack strict.
 
 A lab that is not up is brought up first and torn down at the end (unless
 --keep); an existing lab is used as it is and left running.`,
