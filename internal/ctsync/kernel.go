@@ -222,6 +222,16 @@ func mutable(f Flow) []netfilter.Attribute {
 	return attrs
 }
 
+func withoutStatus(attrs []netfilter.Attribute) []netfilter.Attribute {
+	out := attrs[:0:0]
+	for _, a := range attrs {
+		if a.Type != ctaStatus {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 func family(f Flow) netfilter.ProtoFamily {
 	if f.IsIPv6() {
 		return netfilter.ProtoIPv6
@@ -286,6 +296,11 @@ func (t *Table) Install(f Flow) error {
 			upd = append(upd, netfilter.Attribute{Type: ctaZone, Data: netfilter.Uint16Bytes(f.Zone)})
 		}
 		err = t.query(f, msgCTNew, 0, append(upd, mutable(f)...))
+		if errors.Is(err, unix.EBUSY) {
+			// The entry has SEEN_REPLY or ASSURED and f (an older view
+			// of the flow) not: those bits can only be set. Keep them.
+			err = t.query(f, msgCTNew, 0, append(upd, withoutStatus(mutable(f))...))
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("installing %s in %s: %w", f, t.ns, err)

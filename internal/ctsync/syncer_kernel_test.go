@@ -2,6 +2,8 @@ package ctsync
 
 import (
 	"fmt"
+	"log/slog"
+	"os"
 	"net"
 	"net/netip"
 	"testing"
@@ -17,7 +19,7 @@ func startSyncers(t *testing.T, p *pair) [2]*Syncer {
 	id := uuid.NewString()
 	var out [2]*Syncer
 	for i, r := range p.routers {
-		s, err := Start(Config{RouterID: id, Namespace: r, HADevice: "ha0", VRID: 7, HANet: haNet})
+		s, err := Start(Config{RouterID: id, Namespace: r, HADevice: "ha0", VRID: 7, HANet: haNet, Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -41,10 +43,16 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 }
 
 // TestSyncCarriesAStrictTCPStreamAcrossATakeover: the master's syncer sends
-// a new connection to the backup over the HA network; after the takeover
-// the stream goes on in strict mode (nf_conntrack_tcp_loose=0).
+// a new connection to the backup over the HA network — and on no other
+// device; after the takeover the stream goes on in strict mode
+// (nf_conntrack_tcp_loose=0).
 func TestSyncCarriesAStrictTCPStreamAcrossATakeover(t *testing.T) {
 	p := newPair(t)
+	onHA := countSync(t, p.routers[0], "ha0")
+	elsewhere := map[string]*syncCounter{}
+	for _, dev := range []string{"qr0", "qg0"} {
+		elsewhere[dev] = countSync(t, p.routers[0], dev)
+	}
 	syncers := startSyncers(t, p)
 	s := startStream(t, p, 5001)
 	if err := s.flowsWithin(20, 5*time.Second); err != nil {
@@ -68,6 +76,20 @@ func TestSyncCarriesAStrictTCPStreamAcrossATakeover(t *testing.T) {
 	if err := s.flowsWithin(50, 8*time.Second); err != nil {
 		t.Fatalf("after the second takeover: %v", err)
 	}
+	if onHA.n.Load() == 0 {
+		t.Fatal("no sync datagram seen on ha0: the counter cannot see them")
+	}
+	for dev, c := range elsewhere {
+		if n := c.n.Load(); n != 0 {
+			t.Errorf("%d sync datagrams on %s: the sync must stay on the HA network", n, dev)
+		}
+	}
+	for i, sy := range syncers {
+		if st := sy.Stats(); st.InstallErrors != 0 {
+			t.Errorf("router %d: %d install errors", i, st.InstallErrors)
+		}
+	}
+	t.Logf("sync datagrams on ha0: %d; master stats %+v, backup %+v", onHA.n.Load(), syncers[0].Stats(), syncers[1].Stats())
 }
 
 // TestSyncKeepsSNATPortsThatCollideOnTheNewMaster: two instances use the
