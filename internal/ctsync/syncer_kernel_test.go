@@ -3,9 +3,9 @@ package ctsync
 import (
 	"fmt"
 	"log/slog"
-	"os"
 	"net"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 

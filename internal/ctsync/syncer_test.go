@@ -63,7 +63,9 @@ type fakeLink struct {
 	once   sync.Once
 }
 
-func newFakeLink() *fakeLink { return &fakeLink{in: make(chan []byte, 16), closed: make(chan struct{})} }
+func newFakeLink() *fakeLink {
+	return &fakeLink{in: make(chan []byte, 16), closed: make(chan struct{})}
+}
 
 func (l *fakeLink) Send(b []byte) error {
 	m, err := Decode(b)
