@@ -216,3 +216,29 @@ func TestSyncerBecomingBackupStopsSendingAndAsksForTheTable(t *testing.T) {
 		t.Fatalf("a backup sent flows: %v", k)
 	}
 }
+
+func TestSyncerIdleMasterWithAnEmptyTableSkipsTheRefreshDump(t *testing.T) {
+	tbl := newFakeTable()
+	l := newFakeLink()
+	subs := make(chan *fakeChanges, 4)
+	s := start(Config{RouterID: "r", VRID: 1, HANet: haNet, FlushInterval: time.Millisecond, RefreshInterval: 5 * time.Millisecond}, testRouter, tbl, l,
+		func() (changes, error) {
+			c := &fakeChanges{c: make(chan change, 16), errs: make(chan error, 1)}
+			subs <- c
+			return c, nil
+		})
+	defer s.Close()
+	s.SetMaster(true)
+	sub := <-subs
+	dumps := func() int { tbl.mu.Lock(); defer tbl.mu.Unlock(); return tbl.dumps }
+	eventually(t, "the table dumped on becoming master", func() bool { return dumps() == 1 })
+	time.Sleep(50 * time.Millisecond) // ten refresh intervals, nothing happening
+	if n := dumps(); n != 1 {
+		t.Fatalf("%d dumps of an empty, quiet table", n)
+	}
+	// A new connection: the next refresh dumps again (and keeps dumping
+	// while the table is not empty).
+	tbl.Install(tcpFlow(1))
+	sub.c <- change{flow: tcpFlow(1)}
+	eventually(t, "refreshes of a table with a flow", func() bool { return dumps() >= 3 })
+}

@@ -28,7 +28,7 @@ var (
 	haNet      = netip.MustParsePrefix("169.254.192.0/18")
 )
 
-func newPair(t *testing.T) *pair {
+func newPair(t testing.TB) *pair {
 	t.Helper()
 	kerneltest.Require(t)
 	p := &pair{sw: kerneltest.Namespace(t), client: kerneltest.Namespace(t), server: kerneltest.Namespace(t)}
