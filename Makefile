@@ -8,7 +8,7 @@ PKGS    := ./...
 # packages (the SQLite driver is transpiled C, too slow under -race) and the
 # kernel tiers, whose timing assertions (adverts every 100 ms under a flood)
 # mean nothing at race-detector speed.
-RACE_PKGS := ./internal/agent/... ./internal/agentapi/... ./internal/vrrp ./internal/ctsync ./internal/cli/... ./internal/ipam/... ./internal/ha/... ./internal/config/... ./internal/keystone
+RACE_PKGS := ./internal/agent/... ./internal/agentapi/... ./internal/vrrp ./internal/vrrp/group ./internal/ctsync ./internal/cli/... ./internal/ipam/... ./internal/ha/... ./internal/config/... ./internal/keystone
 
 .PHONY: all build deps postgres test unit race fuzz tempest demo bench bench-controlplane bench-neutron clean
 
