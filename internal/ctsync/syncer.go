@@ -19,10 +19,15 @@ const (
 	// reaches the backups within it (the window in which a node fault can
 	// lose a flow), and a burst of connections shares datagrams.
 	DefaultFlushInterval = 10 * time.Millisecond
-	// DefaultRefreshInterval is how often a master sends its whole table:
-	// it renews the backups' timeouts (an idle UDP flow's entry lasts
-	// 120 s) and heals a lost datagram.
+	// DefaultRefreshInterval is how often a master renews its backups'
+	// entries that could expire before an event renews them (an idle UDP
+	// flow's lasts 120 s): a refresh sends the flows that expire within
+	// refreshHorizon, and every fullRefreshEvery-th refresh the whole
+	// table, which heals a lost datagram. Established TCP (5 days)
+	// therefore costs nothing at rest between full tables.
 	DefaultRefreshInterval = 30 * time.Second
+	refreshHorizon         = 10 * time.Minute
+	fullRefreshEvery       = 10
 )
 
 // Config is one router's sync.
@@ -210,6 +215,8 @@ type state struct {
 	// even for an empty table, which 500 idle routers would pay every
 	// RefreshInterval).
 	quiet bool
+	// refreshes counts the refreshes, for the full ones.
+	refreshes int
 	// errAt rate-limits the logging of install errors.
 	errAt time.Time
 }
@@ -262,7 +269,12 @@ func (s *Syncer) run(recv <-chan Message) {
 			s.flushPending(st)
 		case <-refresh.C:
 			if st.master && (!st.quiet || st.events == nil) {
-				st.quiet = s.sendTable() == 0 && st.events != nil
+				st.refreshes++
+				var horizon time.Duration
+				if st.refreshes%fullRefreshEvery != 0 {
+					horizon = max(refreshHorizon, 2*s.cfg.RefreshInterval)
+				}
+				st.quiet = s.sendFlows(horizon) == 0 && st.events != nil
 			}
 		case m := <-recv:
 			s.handle(st, m)
@@ -354,15 +366,25 @@ func (s *Syncer) flushPending(st *state) {
 
 // sendTable sends the whole table and returns how many flows it held;
 // -1 when it could not be read.
-func (s *Syncer) sendTable() int {
+func (s *Syncer) sendTable() int { return s.sendFlows(0) }
+
+// sendFlows sends the table's flows that expire within horizon (every flow
+// if 0) and returns how many flows the table held; -1 when it could not be
+// read.
+func (s *Syncer) sendFlows(horizon time.Duration) int {
 	flows, err := s.table.Dump()
 	if err != nil {
 		s.log.Warn("conntrack sync: cannot read the router's connections", "err", err)
 		return -1
 	}
 	out := flows[:0]
+	held := 0
 	for _, f := range flows {
-		if Synchronised(f, s.cfg.HANet) {
+		if !Synchronised(f, s.cfg.HANet) {
+			continue
+		}
+		held++
+		if horizon == 0 || time.Duration(f.Timeout)*time.Second <= horizon {
 			out = append(out, f)
 		}
 	}
@@ -371,7 +393,7 @@ func (s *Syncer) sendTable() int {
 	if len(out) > 0 {
 		s.send(Message{Kind: KindFlows, Flows: out})
 	}
-	return len(out)
+	return held
 }
 
 func (s *Syncer) send(m Message) {

@@ -242,3 +242,38 @@ func TestSyncerIdleMasterWithAnEmptyTableSkipsTheRefreshDump(t *testing.T) {
 	sub.c <- change{flow: tcpFlow(1)}
 	eventually(t, "refreshes of a table with a flow", func() bool { return dumps() >= 3 })
 }
+
+func TestSyncerRefreshRenewsOnlyFlowsThatCouldExpireButSometimesAll(t *testing.T) {
+	tcp := tcpFlow(1) // established: 5 days
+	udp := tcpFlow(2)
+	udp.Proto, udp.TCPState, udp.Timeout = ProtoUDP, 0, 120
+	tbl := newFakeTable(tcp, udp)
+	l := newFakeLink()
+	s := start(Config{RouterID: "r", VRID: 1, HANet: haNet, FlushInterval: time.Millisecond, RefreshInterval: 20 * time.Millisecond}, testRouter, tbl, l,
+		func() (changes, error) { return &fakeChanges{c: make(chan change), errs: make(chan error)}, nil })
+	defer s.Close()
+	s.SetMaster(true)
+	// On becoming master both go; then refreshes: the UDP flow each time,
+	// the TCP flow only with every tenth (full) one.
+	eventually(t, "ten refreshes", func() bool { return s.Stats().TablesSent >= 11 })
+	s.Close()
+	var tcpSent, udpSent int
+	l.mu.Lock()
+	for _, m := range l.sent {
+		for _, f := range m.Flows {
+			if f.Proto == ProtoTCP {
+				tcpSent++
+			} else {
+				udpSent++
+			}
+		}
+	}
+	l.mu.Unlock()
+	tables := int(s.Stats().TablesSent)
+	if udpSent != tables {
+		t.Errorf("the UDP flow went out %d times in %d tables, want every time", udpSent, tables)
+	}
+	if want := 1 + (tables-1)/fullRefreshEvery; tcpSent != want {
+		t.Errorf("the TCP flow went out %d times in %d tables, want %d (on becoming master, then every %dth refresh)", tcpSent, tables, want, fullRefreshEvery)
+	}
+}
