@@ -10,9 +10,12 @@
 //
 //   - The master listens to its router namespace's conntrack events
 //     (ctnetlink NEW, UPDATE, DESTROY), batches them for FlushInterval and
-//     multicasts them from the router's ha- device. Every RefreshInterval,
-//     and whenever a backup asks, it sends its whole table (which also
-//     refreshes the backups' timeouts and heals a lost datagram).
+//     multicasts them from the router's ha- device. It sends its whole
+//     table when it becomes master and whenever a backup asks; every
+//     RefreshInterval it renews the flows that could expire on a backup
+//     before an event renews them (UDP, ICMP, closing TCP), and every tenth
+//     time the whole table, which heals a lost datagram. A master with an
+//     empty table and no event since sends nothing.
 //   - A backup installs what it receives directly into its router
 //     namespace's kernel table (create, or update when the entry exists), NAT
 //     included (CTA_NAT_SRC/CTA_NAT_DST give the kernel the exact mapping the
