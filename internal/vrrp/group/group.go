@@ -14,6 +14,7 @@ package group
 import (
 	"hash/fnv"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -369,16 +370,7 @@ func (s *Session) rows() []Row {
 	for id, l := range s.local {
 		out = append(out, Row{Router: id, Master: l.Master, Priority: l.Priority, Stage: s.stage(id)})
 	}
-	slices.SortFunc(out, func(a, b Row) int {
-		switch {
-		case a.Router < b.Router:
-			return -1
-		case a.Router > b.Router:
-			return 1
-		}
-		return 0
-	})
-	return out
+	return sortRows(out)
 }
 
 func (s *Session) sendTable() Action {
@@ -390,16 +382,13 @@ func rowsOf(m map[string]Row) []Row {
 	for _, r := range m {
 		out = append(out, r)
 	}
-	slices.SortFunc(out, func(a, b Row) int {
-		switch {
-		case a.Router < b.Router:
-			return -1
-		case a.Router > b.Router:
-			return 1
-		}
-		return 0
-	})
-	return out
+	return sortRows(out)
+}
+
+// sortRows orders rows by router, as TableDigest needs.
+func sortRows(rows []Row) []Row {
+	slices.SortFunc(rows, func(a, b Row) int { return strings.Compare(a.Router, b.Router) })
+	return rows
 }
 
 // TableDigest is a table's fingerprint (FNV-1a over its rows in router
