@@ -154,4 +154,9 @@ func TestAliveSurvivesStepsOfTheWallClock(t *testing.T) {
 	if m.Alive(&store.Agent{ID: "never-heard", HeartbeatAt: stored}, stored.Add(time.Minute)) {
 		t.Error("an agent this server never heard, a minute silent: alive")
 	}
+	// How long it has been silent (the automatic failover of legacy
+	// routers waits twice agent_down_time) is monotonic too.
+	if got := m.SilentFor(a, stored.Add(time.Hour)); got < time.Minute || got > time.Minute+time.Second {
+		t.Errorf("SilentFor with the clock an hour ahead = %s, want the minute since the heartbeat", got)
+	}
 }

@@ -45,12 +45,18 @@ func (m *Manager) Forget(agentID string) {
 // Alive reports whether agent a, as read in a transaction at now, is
 // alive: its last heartbeat is younger than agent_down_time.
 func (m *Manager) Alive(a *store.Agent, now time.Time) bool {
+	return m.SilentFor(a, now) < m.cfg.AgentDownTime
+}
+
+// SilentFor is how long agent a, as read in a transaction at now, has sent
+// no heartbeat.
+func (m *Manager) SilentFor(a *store.Agent, now time.Time) time.Duration {
 	m.live.mu.Lock()
 	h, ok := m.live.heard[a.ID]
 	m.live.mu.Unlock()
 	// The database keeps microseconds.
 	if ok && h.stored.Sub(a.HeartbeatAt).Abs() < time.Millisecond {
-		return time.Since(h.at) < m.cfg.AgentDownTime
+		return time.Since(h.at)
 	}
-	return Alive(a, now, m.cfg.AgentDownTime)
+	return now.Sub(a.HeartbeatAt)
 }

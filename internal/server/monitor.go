@@ -55,7 +55,7 @@ func (s *Server) monitorAgents(ctx context.Context) {
 
 func (s *Server) failoverLegacyRouters(ctx context.Context, agents []*store.Agent, now time.Time) {
 	for _, a := range agents {
-		if now.Sub(a.HeartbeatAt) < 2*s.cfg.HA.AgentDownTime {
+		if s.ha.SilentFor(a, now) < 2*s.cfg.HA.AgentDownTime {
 			continue
 		}
 		// Only take the write lock (which wakes every agent's long-poll) when
